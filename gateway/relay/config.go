@@ -1,0 +1,69 @@
+package relay
+
+import (
+	"log/slog"
+	"time"
+)
+
+// Config tunes the relay. The zero value of a field means its default.
+type Config struct {
+	// StreamWindow is the flow-control window granted to each stream, on both
+	// sides. It bounds the bytes one stream can have waiting inside the gateway,
+	// including a request held during a cold start. Default 1 MiB.
+	StreamWindow int32
+	// ConnWindow is the connection-level window granted to each peer. It bounds
+	// the bytes waiting inside the gateway for one connection. Default 4 MiB.
+	ConnWindow int32
+	// MaxConcurrentStreams is advertised to clients; streams beyond it are refused.
+	// Default 1000.
+	MaxConcurrentStreams uint32
+	// MaxHeaderListSize bounds a request's headers. Default 1 MiB.
+	MaxHeaderListSize uint32
+	// ReplayLimit is how much of a request the relay keeps until the instance
+	// answers, so that a stream the instance refused can be sent again. 0 means
+	// the default, 64 KiB; a negative value disables replay.
+	ReplayLimit int
+	// DialTimeout bounds one TCP connect to an instance. Default 5s.
+	DialTimeout time.Duration
+	// CloseLinger is how long a client connection that was sent GOAWAY and has no
+	// streams left may go on being read, so that frames in flight are not lost to
+	// a TCP reset. Default 5s.
+	CloseLinger time.Duration
+	// Log receives the relay's own diagnostics. Default: discard.
+	Log *slog.Logger
+}
+
+// WithDefaults returns c with every zero field set to its default.
+func (c Config) WithDefaults() *Config {
+	if c.StreamWindow <= 0 {
+		c.StreamWindow = 1 << 20
+	}
+	if c.ConnWindow <= 0 {
+		c.ConnWindow = 4 << 20
+	}
+	if c.ConnWindow < defaultWindow {
+		c.ConnWindow = defaultWindow
+	}
+	if c.MaxConcurrentStreams == 0 {
+		c.MaxConcurrentStreams = 1000
+	}
+	if c.MaxHeaderListSize == 0 {
+		c.MaxHeaderListSize = 1 << 20
+	}
+	switch {
+	case c.ReplayLimit == 0:
+		c.ReplayLimit = 64 << 10
+	case c.ReplayLimit < 0:
+		c.ReplayLimit = 0
+	}
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = 5 * time.Second
+	}
+	if c.CloseLinger <= 0 {
+		c.CloseLinger = 5 * time.Second
+	}
+	if c.Log == nil {
+		c.Log = slog.New(slog.DiscardHandler)
+	}
+	return &c
+}

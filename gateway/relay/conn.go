@@ -1,0 +1,372 @@
+package relay
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+const (
+	frameHeaderLen   = 9
+	defaultMaxFrame  = 16384
+	defaultWindow    = 65535
+	maxWindow        = 1<<31 - 1
+	defaultTableSize = 4096
+)
+
+// conn is one HTTP/2 connection, client-facing (server role) or to an instance
+// (client role). One goroutine reads it; any goroutine writes it under wmu.
+//
+// Locking: a Stream's mu is taken before a conn's wmu, never after, and no
+// goroutine holds two wmu at once. Everything the relay will write to a
+// connection, and the windows that gate it, is guarded by that connection's wmu.
+type conn struct {
+	cfg    *Config
+	nc     net.Conn
+	br     *bufio.Reader
+	rf     *http2.Framer
+	server bool
+	log    *slog.Logger
+
+	// fl batches flushes for the reader goroutine: connections it wrote to are
+	// flushed once it has nothing more buffered to read, so a burst of frames
+	// becomes one write(2) per connection instead of one per frame.
+	fl flusher
+
+	wmu          sync.Mutex
+	bw           *bufio.Writer
+	wf           *http2.Framer
+	henc         *hpack.Encoder
+	hbuf         bytes.Buffer
+	werr         error
+	sendWin      int64  // connection send window the peer granted
+	peerInit     int32  // peer's SETTINGS_INITIAL_WINDOW_SIZE
+	peerMaxFrame uint32 // peer's SETTINGS_MAX_FRAME_SIZE
+	recvWin      int64  // what the peer may still send on the connection
+	credit       int64  // bytes passed on, not yet granted back
+	streams      map[uint32]*Stream
+	waiting      []*Stream // streams with data queued towards this conn
+	dirty        bool
+	closed       bool // no more writes; the reader tears down
+	sentGoAway   bool
+	peerGoAway   bool
+	goAwayID     uint32 // client role: the peer's last-stream-id; server: ours
+	lastStreamID uint32 // server role: highest client stream accepted
+	nextID       uint32 // client role: next stream id to use
+	done         chan struct{}
+}
+
+func newConn(nc net.Conn, br *bufio.Reader, cfg *Config, server bool) *conn {
+	c := &conn{
+		cfg:          cfg,
+		nc:           nc,
+		br:           br,
+		server:       server,
+		log:          cfg.Log,
+		bw:           bufio.NewWriterSize(nc, 32<<10),
+		sendWin:      defaultWindow,
+		peerInit:     defaultWindow,
+		peerMaxFrame: defaultMaxFrame,
+		recvWin:      int64(cfg.ConnWindow),
+		streams:      make(map[uint32]*Stream),
+		nextID:       1,
+		done:         make(chan struct{}),
+	}
+	c.rf = http2.NewFramer(nil, br)
+	c.rf.ReadMetaHeaders = hpack.NewDecoder(defaultTableSize, nil)
+	c.rf.MaxHeaderListSize = cfg.MaxHeaderListSize
+	c.rf.SetReuseFrames()
+	c.wf = http2.NewFramer(c.bw, nil)
+	c.henc = hpack.NewEncoder(&c.hbuf)
+	return c
+}
+
+// writePreface sends what opens the connection on our side: the client preface
+// string when we are the client, then our SETTINGS and the connection window.
+func (c *conn) writePreface() {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if !c.server {
+		c.bw.WriteString(http2.ClientPreface)
+	}
+	s := []http2.Setting{
+		{ID: http2.SettingInitialWindowSize, Val: uint32(c.cfg.StreamWindow)},
+		{ID: http2.SettingMaxHeaderListSize, Val: c.cfg.MaxHeaderListSize},
+	}
+	if c.server {
+		s = append(s, http2.Setting{ID: http2.SettingMaxConcurrentStreams, Val: c.cfg.MaxConcurrentStreams})
+	} else {
+		s = append(s, http2.Setting{ID: http2.SettingEnablePush, Val: 0})
+	}
+	c.check(c.wf.WriteSettings(s...))
+	if inc := c.cfg.ConnWindow - defaultWindow; inc > 0 {
+		c.check(c.wf.WriteWindowUpdate(0, uint32(inc)))
+	}
+	c.dirty = true
+	c.flushLocked()
+}
+
+// check records the first write error. Later writes are dropped; the reader sees
+// the broken connection and tears it down.
+func (c *conn) check(err error) {
+	if err != nil && c.werr == nil {
+		c.werr = err
+		c.closed = true
+		c.nc.Close()
+	}
+}
+
+func (c *conn) flushLocked() {
+	if !c.dirty || c.werr != nil {
+		c.dirty = false
+		return
+	}
+	c.dirty = false
+	c.check(c.bw.Flush())
+}
+
+func (c *conn) flush() {
+	c.wmu.Lock()
+	c.flushLocked()
+	c.wmu.Unlock()
+}
+
+// writeDataLocked writes p as DATA frames no larger than the peer allows. The
+// caller has checked the windows.
+func (c *conn) writeDataLocked(id uint32, p []byte, end bool) {
+	if c.closed {
+		return
+	}
+	for {
+		n := len(p)
+		if n > int(c.peerMaxFrame) {
+			n = int(c.peerMaxFrame)
+		}
+		var h [frameHeaderLen]byte
+		h[0], h[1], h[2] = byte(n>>16), byte(n>>8), byte(n)
+		h[3] = byte(http2.FrameData)
+		last := n == len(p)
+		if last && end {
+			h[4] = byte(http2.FlagDataEndStream)
+		}
+		binary.BigEndian.PutUint32(h[5:], id)
+		// Writing the header and payload straight into the buffer skips the copy
+		// http2.Framer.WriteData makes, which matters on the per-message hot path.
+		c.bw.Write(h[:])
+		if _, err := c.bw.Write(p[:n]); err != nil {
+			c.check(err)
+			return
+		}
+		p = p[n:]
+		if last {
+			break
+		}
+	}
+	c.dirty = true
+}
+
+// writeHeadersLocked encodes fields with this connection's HPACK encoder and
+// writes them as HEADERS and CONTINUATION frames. The encoder's state depends on
+// the order blocks reach the peer, so encoding and writing happen under one lock.
+func (c *conn) writeHeadersLocked(id uint32, fields []hpack.HeaderField, end bool) {
+	if c.closed {
+		return
+	}
+	c.hbuf.Reset()
+	for _, f := range fields {
+		c.henc.WriteField(f)
+	}
+	block := c.hbuf.Bytes()
+	max := int(c.peerMaxFrame)
+	first := true
+	for first || len(block) > 0 {
+		n := min(len(block), max)
+		frag := block[:n]
+		block = block[n:]
+		var err error
+		if first {
+			err = c.wf.WriteHeaders(http2.HeadersFrameParam{
+				StreamID: id, BlockFragment: frag, EndStream: end, EndHeaders: len(block) == 0,
+			})
+			first = false
+		} else {
+			err = c.wf.WriteContinuation(id, len(block) == 0, frag)
+		}
+		if err != nil {
+			c.check(err)
+			return
+		}
+	}
+	c.dirty = true
+}
+
+func (c *conn) writeRSTLocked(id uint32, code http2.ErrCode) {
+	if c.closed {
+		return
+	}
+	c.check(c.wf.WriteRSTStream(id, code))
+	c.dirty = true
+}
+
+func (c *conn) writeRST(id uint32, code http2.ErrCode, fl *flusher) {
+	c.wmu.Lock()
+	c.writeRSTLocked(id, code)
+	c.wmu.Unlock()
+	fl.add(c)
+}
+
+// goAwayLocked sends GOAWAY once. On the server side its last-stream-id is the
+// last stream accepted; streams above it were never seen and the client may retry them.
+func (c *conn) goAwayLocked(code http2.ErrCode, debug string) {
+	if c.sentGoAway || c.closed {
+		return
+	}
+	c.sentGoAway = true
+	id := c.lastStreamID
+	c.goAwayID = id
+	c.check(c.wf.WriteGoAway(id, code, []byte(debug)))
+	c.dirty = true
+}
+
+// giveBackConn grants n bytes of connection window back to the peer once a
+// quarter of the window is owed. Batching keeps WINDOW_UPDATE off the per-message
+// path: a unary call normally sends none at all.
+func (c *conn) giveBackConnLocked(n int64) {
+	c.credit += n
+	if c.credit >= int64(c.cfg.ConnWindow)/4 && !c.closed {
+		c.check(c.wf.WriteWindowUpdate(0, uint32(c.credit)))
+		c.recvWin += c.credit
+		c.credit = 0
+		c.dirty = true
+	}
+}
+
+func (c *conn) giveBackConn(n int64, fl *flusher) {
+	if n == 0 {
+		return
+	}
+	c.wmu.Lock()
+	c.giveBackConnLocked(n)
+	c.wmu.Unlock()
+	fl.add(c)
+}
+
+// takeRecv charges a received DATA frame of n bytes against the connection
+// window. A peer that sends beyond it breaks the protocol.
+func (c *conn) takeRecv(n int64) bool {
+	c.wmu.Lock()
+	c.recvWin -= n
+	ok := c.recvWin >= 0
+	c.wmu.Unlock()
+	return ok
+}
+
+func (c *conn) lookup(id uint32) *Stream {
+	c.wmu.Lock()
+	s := c.streams[id]
+	c.wmu.Unlock()
+	return s
+}
+
+// applySettings takes the peer's SETTINGS and acknowledges them. It returns
+// whether queued data may now move, because a larger initial window opened it.
+func (c *conn) applySettings(f *http2.SettingsFrame) (grew bool, err error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	err = f.ForeachSetting(func(s http2.Setting) error {
+		if err := s.Valid(); err != nil {
+			return err
+		}
+		switch s.ID {
+		case http2.SettingInitialWindowSize:
+			// Streams keep their window relative to the value in force when they
+			// opened (flow.winBase), so a change is one assignment, not a walk
+			// over every stream (RFC 9113 6.9.2).
+			grew = int32(s.Val) > c.peerInit
+			c.peerInit = int32(s.Val)
+		case http2.SettingMaxFrameSize:
+			c.peerMaxFrame = s.Val
+		case http2.SettingHeaderTableSize:
+			c.henc.SetMaxDynamicTableSizeLimit(s.Val)
+		}
+		return nil
+	})
+	if err != nil {
+		return false, err
+	}
+	if !c.closed {
+		c.check(c.wf.WriteSettingsAck())
+		c.dirty = true
+	}
+	return grew, nil
+}
+
+// takeWaiting empties the list of streams with data queued towards this conn.
+func (c *conn) takeWaiting() []*Stream {
+	c.wmu.Lock()
+	w := c.waiting
+	c.waiting = nil
+	c.wmu.Unlock()
+	return w
+}
+
+// readPayload returns the n-byte payload of the frame whose header was just read.
+// It points into the read buffer and is valid until discardPayload.
+func (c *conn) readPayload(n int) ([]byte, error) {
+	if n <= c.br.Size() {
+		return c.br.Peek(n)
+	}
+	p := make([]byte, n)
+	_, err := io.ReadFull(c.br, p)
+	return p, err
+}
+
+// teardown marks the connection closed and collects its streams.
+func (c *conn) teardown() []*Stream {
+	c.wmu.Lock()
+	c.closed = true
+	ss := make([]*Stream, 0, len(c.streams))
+	for _, s := range c.streams {
+		ss = append(ss, s)
+	}
+	c.wmu.Unlock()
+	c.nc.Close()
+	return ss
+}
+
+// flusher is a set of connections a goroutine has written to and must flush before
+// it blocks. The zero value is ready; a nil *flusher flushes at once.
+type flusher struct {
+	conns []*conn
+}
+
+func (f *flusher) add(c *conn) {
+	if f == nil {
+		c.flush()
+		return
+	}
+	for _, x := range f.conns {
+		if x == c {
+			return
+		}
+	}
+	f.conns = append(f.conns, c)
+}
+
+func (f *flusher) run() {
+	for i, c := range f.conns {
+		c.flush()
+		f.conns[i] = nil
+	}
+	f.conns = f.conns[:0]
+}
+
+var errProtocol = errors.New("protocol error")
