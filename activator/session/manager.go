@@ -1,0 +1,246 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/tetherhq/tether/activator"
+	"github.com/tetherhq/tether/activator/hints"
+)
+
+// Runtime is what the manager needs of a runtime: start an instance, stop one.
+type Runtime interface {
+	Start(ctx context.Context, spec activator.Spec) (activator.Instance, error)
+	Stop(ctx context.Context, inst activator.Instance, reason string) error
+}
+
+// Config tunes the manager.
+type Config struct {
+	// ActivationTimeout caps a cold start (TETHER_ACTIVATION_TIMEOUT).
+	ActivationTimeout time.Duration
+	// MaxInstances caps live and starting instances (TETHER_MAX_INSTANCES); 0 is
+	// no cap.
+	MaxInstances int
+	// StopTimeout bounds one call to stop an instance.
+	StopTimeout time.Duration
+	Log         *slog.Logger
+}
+
+// Manager keeps the table of live sessions and starts their instances.
+type Manager struct {
+	rt  Runtime
+	cfg Config
+	log *slog.Logger
+
+	mu       sync.Mutex
+	byID     map[string]*Session
+	starting int
+	closed   bool
+	stops    sync.WaitGroup
+}
+
+// New returns a manager that starts instances with rt.
+func New(rt Runtime, cfg Config) *Manager {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.StopTimeout <= 0 {
+		cfg.StopTimeout = 30 * time.Second
+	}
+	return &Manager{rt: rt, cfg: cfg, log: cfg.Log, byID: make(map[string]*Session)}
+}
+
+// Activate starts an instance for a new session and returns the session once
+// the instance is ready. The wait ends at the earliest of ctx's end and
+// ActivationTimeout. observe, if not nil, hears each phase as it is reached; it
+// must not block.
+//
+// On any error nothing is left behind: the runtime removes what it created.
+func (m *Manager) Activate(ctx context.Context, req hints.Request, peer string, observe func(activator.Phase, string)) (*Session, error) {
+	now := time.Now()
+	s := newSession(peer, now)
+	s.Size, s.IdleTimeout = req.Size, req.IdleTimeout
+	s.Activation.Start = now
+
+	m.mu.Lock()
+	switch {
+	case m.closed:
+		m.mu.Unlock()
+		return nil, activator.ErrShuttingDown
+	case m.cfg.MaxInstances > 0 && len(m.byID)+m.starting >= m.cfg.MaxInstances:
+		m.mu.Unlock()
+		return nil, &activator.CapacityError{Reason: "the gateway's cap of " + strconv.Itoa(m.cfg.MaxInstances) +
+			" instances (TETHER_MAX_INSTANCES) is reached"}
+	}
+	m.starting++
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		m.starting--
+		m.mu.Unlock()
+	}()
+
+	var pmu sync.Mutex
+	spec := activator.Spec{
+		Session:     s.ID,
+		TokenHash:   s.TokenHash,
+		Size:        s.Size,
+		IdleTimeout: s.IdleTimeout,
+		Observe: func(p activator.Phase, detail string) {
+			pmu.Lock()
+			s.Activation.Phases = append(s.Activation.Phases, PhaseTime{Phase: p, At: time.Now(), Detail: detail})
+			pmu.Unlock()
+			if observe != nil {
+				observe(p, detail)
+			}
+		},
+	}
+	log := m.log.With("session", s.ID)
+	actx, cancel := context.WithTimeoutCause(ctx, m.cfg.ActivationTimeout, errActivationTimeout)
+	defer cancel()
+	inst, err := m.rt.Start(actx, spec)
+	if err != nil {
+		if context.Cause(actx) == errActivationTimeout && ctx.Err() == nil {
+			pmu.Lock()
+			te := &activator.TimeoutError{After: m.cfg.ActivationTimeout}
+			if n := len(s.Activation.Phases); n > 0 {
+				te.Phase, te.Detail = s.Activation.Phases[n-1].Phase, s.Activation.Phases[n-1].Detail
+			}
+			pmu.Unlock()
+			err = te
+		}
+		log.Info("activation failed", "size", s.Size.String(), "err", err)
+		return nil, err
+	}
+	s.Instance = inst
+
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		m.stop(s, "gateway is shutting down")
+		return nil, activator.ErrShuttingDown
+	}
+	m.byID[s.ID] = s
+	m.mu.Unlock()
+	go m.watch(s)
+	log.Info("session started", "instance", inst.Name(), "size", s.Size.String(),
+		"idle_timeout", s.IdleTimeout, "cold_start", time.Since(now).Round(time.Microsecond))
+	return s, nil
+}
+
+var errActivationTimeout = errors.New("activation timeout")
+
+// watch ends the session when its instance goes away by itself.
+func (m *Manager) watch(s *Session) {
+	select {
+	case <-s.Instance.Done():
+		err := s.Instance.Err()
+		if err == nil {
+			err = &activator.GoneError{Instance: s.Instance.Name(), Reason: "instance exited"}
+		}
+		m.end(s, err, err.Error(), false)
+	case <-s.Done():
+	}
+}
+
+// Attach returns the live session a token names, for a client that reconnects.
+func (m *Manager) Attach(token string) (*Session, error) {
+	id, ok := tokenID(token)
+	if !ok {
+		return nil, activator.ErrSessionNotFound
+	}
+	m.mu.Lock()
+	s := m.byID[id]
+	m.mu.Unlock()
+	if s == nil || !hashMatches(token, s.TokenHash) || s.Err() != nil {
+		return nil, activator.ErrSessionNotFound
+	}
+	return s, nil
+}
+
+// Sessions lists the live sessions.
+func (m *Manager) Sessions() []*Session {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make([]*Session, 0, len(m.byID))
+	for _, s := range m.byID {
+		out = append(out, s)
+	}
+	return out
+}
+
+// ReapIdle ends s if it has no open stream, atomically with streams opening. It
+// reports whether it did.
+func (m *Manager) ReapIdle(s *Session, reason string) bool {
+	if !s.endIfIdle() {
+		return false
+	}
+	m.end(s, &activator.GoneError{Instance: s.Instance.Name(), Reason: reason}, reason, true)
+	return true
+}
+
+// End ends s now, whatever is open: its clients are told why, and its instance is
+// stopped.
+func (m *Manager) End(s *Session, reason string) {
+	m.end(s, &activator.GoneError{Instance: s.Instance.Name(), Reason: reason}, reason, false)
+}
+
+// end removes s from the table, tells its watchers err, and stops its instance,
+// telling the runtime reason.
+func (m *Manager) end(s *Session, err error, reason string, marked bool) {
+	if !marked {
+		s.markEnded()
+	}
+	m.mu.Lock()
+	if m.byID[s.ID] != s {
+		m.mu.Unlock()
+		return
+	}
+	delete(m.byID, s.ID)
+	m.mu.Unlock()
+	m.log.Info("session ended", "session", s.ID, "instance", s.Instance.Name(), "reason", err.Error(),
+		"age", time.Since(s.Created).Round(time.Millisecond))
+	s.finish(err)
+	m.stop(s, reason)
+}
+
+// stop stops the instance in the background; Close waits for it.
+func (m *Manager) stop(s *Session, reason string) {
+	m.stops.Add(1)
+	go func() {
+		defer m.stops.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.StopTimeout)
+		defer cancel()
+		if err := m.rt.Stop(ctx, s.Instance, reason); err != nil {
+			m.log.Warn("stopping instance failed", "session", s.ID, "instance", s.Instance.Name(), "err", err)
+		}
+	}()
+}
+
+// Close ends every session with reason and waits until their instances have
+// stopped or ctx ends. Activations that finish later are stopped at once.
+func (m *Manager) Close(ctx context.Context, reason string) error {
+	m.mu.Lock()
+	m.closed = true
+	ss := make([]*Session, 0, len(m.byID))
+	for _, s := range m.byID {
+		ss = append(ss, s)
+	}
+	m.mu.Unlock()
+	for _, s := range ss {
+		m.End(s, reason)
+	}
+	done := make(chan struct{})
+	go func() { m.stops.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("instances still stopping: %w", ctx.Err())
+	}
+}

@@ -1,0 +1,326 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+	"google.golang.org/grpc/codes"
+
+	"github.com/tetherhq/tether/activator"
+	"github.com/tetherhq/tether/activator/hints"
+	"github.com/tetherhq/tether/activator/session"
+	"github.com/tetherhq/tether/gateway/relay"
+)
+
+// Sessions is what the gateway needs of the session table.
+type Sessions interface {
+	Activate(ctx context.Context, req hints.Request, peer string, observe func(activator.Phase, string)) (*session.Session, error)
+	Attach(token string) (*session.Session, error)
+	End(s *session.Session, reason string)
+}
+
+// Config tunes the gateway.
+type Config struct {
+	// TLS, when set, serves TLS with ALPN h2 (and http/1.1 for the HTTP/1 side);
+	// otherwise the listener speaks h2c with prior knowledge.
+	TLS *tls.Config
+	// HandshakeTimeout bounds the TLS handshake and the client's HTTP/2 preface
+	// on a new connection (TETHER_HANDSHAKE_TIMEOUT). Nothing bounds a
+	// connection after that: streams last as long as their clients want.
+	HandshakeTimeout time.Duration
+	Bounds           hints.Bounds
+	Relay            *relay.Config
+	Log              *slog.Logger
+}
+
+// Server accepts client connections, pins each to a session, and relays its
+// streams to the session's instance.
+type Server struct {
+	cfg      Config
+	sessions Sessions
+	log      *slog.Logger
+	h1       *http.Server
+	h1conns  chan net.Conn
+	h1done   chan struct{}
+
+	mu        sync.Mutex
+	listeners map[net.Listener]struct{}
+	conns     map[*clientConn]struct{}
+	pools     map[*session.Session]*relay.Pool
+	draining  bool
+	wg        sync.WaitGroup
+	idle      chan struct{} // signalled when a connection closes during drain
+}
+
+// New returns a gateway that takes sessions from sessions.
+func New(cfg Config, sessions Sessions) *Server {
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Relay == nil {
+		cfg.Relay = relay.Config{Log: cfg.Log}.WithDefaults()
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	g := &Server{
+		cfg:       cfg,
+		sessions:  sessions,
+		log:       cfg.Log,
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[*clientConn]struct{}),
+		pools:     make(map[*session.Session]*relay.Pool),
+		h1conns:   make(chan net.Conn),
+		h1done:    make(chan struct{}),
+		idle:      make(chan struct{}, 1),
+	}
+	g.h1 = &http.Server{
+		Handler: http.HandlerFunc(g.serveHTTP1),
+		// HTTP/1 here only answers; nothing on it streams, so tight limits are safe.
+		ReadHeaderTimeout: cfg.HandshakeTimeout,
+		ReadTimeout:       cfg.HandshakeTimeout,
+		WriteTimeout:      cfg.HandshakeTimeout,
+		IdleTimeout:       cfg.HandshakeTimeout,
+		ErrorLog:          slog.NewLogLogger(cfg.Log.Handler(), slog.LevelDebug),
+	}
+	return g
+}
+
+// Serve accepts connections on lis until Shutdown. It returns nil after Shutdown.
+func (g *Server) Serve(lis net.Listener) error {
+	g.mu.Lock()
+	if g.draining {
+		g.mu.Unlock()
+		lis.Close()
+		return nil
+	}
+	g.listeners[lis] = struct{}{}
+	first := len(g.listeners) == 1
+	g.mu.Unlock()
+	if first {
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			g.h1.Serve(&chanListener{c: g.h1conns, done: g.h1done, addr: lis.Addr()})
+		}()
+	}
+	for {
+		nc, err := lis.Accept()
+		if err != nil {
+			g.mu.Lock()
+			draining := g.draining
+			g.mu.Unlock()
+			if draining {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return err
+		}
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			g.serveConn(nc)
+		}()
+	}
+}
+
+// serveConn finds out what the client speaks and serves it.
+func (g *Server) serveConn(nc net.Conn) {
+	nc.SetDeadline(time.Now().Add(g.cfg.HandshakeTimeout))
+	h2 := true
+	if g.cfg.TLS != nil {
+		tc := tls.Server(nc, g.cfg.TLS)
+		if err := tc.Handshake(); err != nil {
+			g.log.Debug("tls handshake failed", "peer", nc.RemoteAddr().String(), "err", err)
+			nc.Close()
+			return
+		}
+		h2 = tc.ConnectionState().NegotiatedProtocol == "h2"
+		nc = tc
+	}
+	br := bufio.NewReaderSize(nc, 16<<10+9)
+	if h2 {
+		h2 = hasPreface(br)
+	}
+	if !h2 {
+		// An HTTP/1 client gets a quick, clear answer rather than a hang (case B12).
+		nc.SetDeadline(time.Time{})
+		select {
+		case g.h1conns <- bufConn{nc, br}:
+		case <-g.h1done:
+			nc.Close()
+		}
+		return
+	}
+	br.Discard(len(http2.ClientPreface))
+	nc.SetDeadline(time.Time{})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cc := &clientConn{g: g, peer: nc.RemoteAddr().String(), ctx: ctx, cancel: cancel}
+	cc.d = relay.NewDownstream(nc, br, g.cfg.Relay, cc)
+	if !g.track(cc, true) {
+		cc.d.GoAway()
+	}
+	err := cc.d.Serve()
+	g.track(cc, false)
+	cc.closed()
+	if err != nil {
+		g.log.Debug("connection ended", "peer", cc.peer, "err", err)
+	}
+}
+
+// hasPreface reads the client's first bytes and reports whether they are the
+// HTTP/2 connection preface. It stops at the first byte that differs, so a short
+// HTTP/1 request is recognised at once instead of waiting for 24 bytes.
+func hasPreface(br *bufio.Reader) bool {
+	for i := 1; i <= len(http2.ClientPreface); i++ {
+		b, err := br.Peek(i)
+		if err != nil || b[i-1] != http2.ClientPreface[i-1] {
+			return false
+		}
+	}
+	return true
+}
+
+func (g *Server) track(cc *clientConn, add bool) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if add {
+		g.conns[cc] = struct{}{}
+		return !g.draining
+	}
+	delete(g.conns, cc)
+	if g.draining {
+		select {
+		case g.idle <- struct{}{}:
+		default:
+		}
+	}
+	return true
+}
+
+// pool returns the connections to s's instance, which close when s ends.
+func (g *Server) pool(s *session.Session) *relay.Pool {
+	g.mu.Lock()
+	p := g.pools[s]
+	if p != nil {
+		g.mu.Unlock()
+		return p
+	}
+	p = relay.NewPool(s.Instance.Addr(), g.cfg.Relay)
+	g.pools[s] = p
+	g.mu.Unlock()
+	s.Watch(func(err error) {
+		g.mu.Lock()
+		delete(g.pools, s)
+		g.mu.Unlock()
+		_, msg := Status(err)
+		p.Close(msg)
+	})
+	return p
+}
+
+// Shutdown drains the gateway: it stops accepting, sends GOAWAY to every client,
+// lets open streams finish until ctx ends, then ends what is left with
+// UNAVAILABLE and closes every connection. Sessions are not ended: that is the
+// caller's choice.
+func (g *Server) Shutdown(ctx context.Context) error {
+	g.mu.Lock()
+	g.draining = true
+	for lis := range g.listeners {
+		lis.Close()
+	}
+	conns := make([]*clientConn, 0, len(g.conns))
+	for cc := range g.conns {
+		conns = append(conns, cc)
+	}
+	g.mu.Unlock()
+	for _, cc := range conns {
+		cc.d.GoAway()
+	}
+	h1ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	go g.h1.Shutdown(h1ctx)
+
+	var err error
+	for {
+		g.mu.Lock()
+		n := len(g.conns)
+		g.mu.Unlock()
+		if n == 0 {
+			break
+		}
+		select {
+		case <-g.idle:
+			continue
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		break
+	}
+	g.mu.Lock()
+	conns = conns[:0]
+	for cc := range g.conns {
+		conns = append(conns, cc)
+	}
+	g.mu.Unlock()
+	_, msg := Status(activator.ErrShuttingDown)
+	for _, cc := range conns {
+		cc.d.Shutdown(codes.Unavailable, msg)
+		cc.d.Close()
+	}
+	g.h1.Close()
+	g.wg.Wait()
+	return err
+}
+
+// serveHTTP1 answers HTTP/1 requests. tether serves gRPC over HTTP/2 only.
+func (g *Server) serveHTTP1(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusHTTPVersionNotSupported)
+	io.WriteString(w, "tether serves gRPC over HTTP/2: h2c with prior knowledge, or TLS with ALPN h2\n")
+}
+
+// bufConn is a connection whose first bytes were already read into r.
+type bufConn struct {
+	net.Conn
+	r *bufio.Reader
+}
+
+func (c bufConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// chanListener hands connections that turned out to speak HTTP/1 to http.Server.
+type chanListener struct {
+	c    chan net.Conn
+	done chan struct{}
+	once sync.Once
+	addr net.Addr
+}
+
+func (l *chanListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.c:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *chanListener) Close() error {
+	l.once.Do(func() { close(l.done) })
+	return nil
+}
+
+func (l *chanListener) Addr() net.Addr { return l.addr }
