@@ -18,18 +18,35 @@ PROTOC_GEN_GO_GRPC   := v1.6.2
 help: ## list the targets
 	@grep -hE '^[a-z][a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
+GRPCURL_VERSION      := v1.9.4
+GRPCURL              := $(TOOLS)/grpcurl-$(GRPCURL_VERSION)/grpcurl
+LISTEN               ?= :8080
+CALL_ADDR            ?= localhost:8080
+
 .PHONY: build
 build: ## build the gateway and the example server into ./bin
 	$(GO) build -o $(BIN)/ ./cmd/...
 
 .PHONY: run
 run: build ## run the gateway with the example backend on the local runtime
-	@TETHER_LOCAL_COMMAND="$${TETHER_LOCAL_COMMAND:-$(BIN)/tether-example -listen 127.0.0.1:{port}}" \
-		$(BIN)/tether
+	@echo "tether: gateway on $(LISTEN), one tether-example process per client connection."
+	@echo "tether: in another terminal: make call   (or see the README for grpcurl and Go clients)"
+	@TETHER_LISTEN="$${TETHER_LISTEN:-$(LISTEN)}" exec $(BIN)/tether
+
+.PHONY: call
+call: tools ## call the example through a running gateway (make run) with grpcurl
+	$(GRPCURL) -plaintext -H 'x-tether-cpu: 1' -H 'x-tether-memory: 256Mi' \
+		$(CALL_ADDR) tether.example.v1.Session/Info
+
+.PHONY: tools
+tools: $(GRPCURL) ## install the test tools (grpcurl) into the cache
+
+$(GRPCURL):
+	GOBIN=$(dir $@) $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
 
 .PHONY: test
-test: vet ## run every test (unit, end to end, race detector)
-	$(GO) test -race -count=1 ./...
+test: vet tools ## run every test (unit, end to end, race detector)
+	TETHER_GRPCURL=$(GRPCURL) $(GO) test -race -count=1 ./...
 
 .PHONY: vet
 vet:

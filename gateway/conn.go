@@ -209,15 +209,24 @@ func activationHeaders(s *session.Session) []hpack.HeaderField {
 
 // forward sends st to the pinned session's instance, counting it on the session.
 func (cc *clientConn) forward(p *pin, st *relay.Stream, extra []hpack.HeaderField) {
-	if !p.s.OpenStream() {
+	if cc.g.cfg.IdleIgnore[st.Path()] {
+		// Health checks and the like are not use: a client that only probes must
+		// not keep its instance forever (case B23). Such a stream is not counted,
+		// so a reap may end it, with UNAVAILABLE like any other.
+		if err := p.s.Err(); err != nil {
+			cc.fail(st, err)
+			return
+		}
+	} else if !p.s.OpenStream() {
 		err := p.s.Err()
 		if err == nil {
 			err = activator.ErrSessionNotFound
 		}
 		cc.fail(st, err)
 		return
+	} else {
+		st.OnDone(func() { p.s.CloseStream(time.Now()) })
 	}
-	st.OnDone(func() { p.s.CloseStream(time.Now()) })
 	st.Meter(&p.s.BytesIn, &p.s.BytesOut)
 	if cc.owner && !cc.delivered.Load() {
 		extra = append(extra, hpack.HeaderField{Name: activator.HeaderSession, Value: p.s.Token(), Sensitive: true})

@@ -38,7 +38,11 @@ type Config struct {
 	// connection after that: streams last as long as their clients want.
 	HandshakeTimeout time.Duration
 	Bounds           hints.Bounds
-	Relay            *relay.Config
+	// IdleIgnore lists the methods (":path", such as
+	// "/grpc.health.v1.Health/Check") whose calls do not count as activity
+	// (TETHER_IDLE_IGNORE_METHODS).
+	IdleIgnore map[string]bool
+	Relay      *relay.Config
 	Log              *slog.Logger
 }
 

@@ -34,6 +34,7 @@ type Config struct {
 	MinIdleTimeout time.Duration `env:"TETHER_MIN_IDLE_TIMEOUT" envDefault:"1m"`
 	MaxIdleTimeout time.Duration `env:"TETHER_MAX_IDLE_TIMEOUT" envDefault:"24h"`
 	MaxLifetime    time.Duration `env:"TETHER_MAX_LIFETIME" envDefault:"0"`
+	IdleIgnore     []string      `env:"TETHER_IDLE_IGNORE_METHODS" envDefault:"/grpc.health.v1.Health/Check,/grpc.health.v1.Health/Watch"`
 	ReapInterval   time.Duration `env:"TETHER_REAP_INTERVAL" envDefault:"1s"`
 
 	DefaultCPU    string `env:"TETHER_DEFAULT_CPU" envDefault:"500m"`
@@ -118,6 +119,14 @@ func (c *Config) Validate() error {
 	for _, p := range positive {
 		if p.d <= 0 {
 			bad(p.name, "%s must be greater than zero", p.d)
+		}
+	}
+	for _, m := range c.IdleIgnore {
+		if m == "" {
+			continue // "," is how an operator says "ignore nothing", since "" means unset
+		}
+		if !strings.HasPrefix(m, "/") || strings.Count(m, "/") != 2 {
+			bad("TETHER_IDLE_IGNORE_METHODS", "%q is not a method path like /grpc.health.v1.Health/Check", m)
 		}
 	}
 	if c.MaxLifetime < 0 {

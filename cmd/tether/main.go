@@ -72,6 +72,7 @@ func run(ctx context.Context, args []string, environ map[string]string, stderr i
 	gcfg := gateway.Config{
 		HandshakeTimeout: cfg.HandshakeTimeout,
 		Bounds:           cfg.bounds,
+		IdleIgnore:       setOf(cfg.IdleIgnore),
 		Log:              log.With("component", "gateway"),
 		Relay: relay.Config{
 			StreamWindow:         cfg.streamWindow,
@@ -165,6 +166,16 @@ func dialAddr(a net.Addr) string {
 		host = "localhost"
 	}
 	return net.JoinHostPort(host, port)
+}
+
+func setOf(items []string) map[string]bool {
+	m := make(map[string]bool, len(items))
+	for _, it := range items {
+		if it != "" {
+			m[it] = true
+		}
+	}
+	return m
 }
 
 func environMap(environ []string) map[string]string {
