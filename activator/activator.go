@@ -87,8 +87,10 @@ type Spec struct {
 	Size      Size
 	// IdleTimeout is the session's own idle timeout, after clamping.
 	IdleTimeout time.Duration
-	// Observe, if not nil, is called as the instance passes each Phase, with a
-	// detail a human can read ("ContainerCreating", "pid 4242"). It must not block.
+	// Observe, if not nil, is called as the instance reaches each Phase, in
+	// order, with a detail a human can read ("ContainerCreating", "pid 4242").
+	// It may be called again for the same phase when only the detail changes.
+	// It must not block.
 	Observe func(p Phase, detail string)
 }
 
@@ -139,4 +141,15 @@ type Runtime interface {
 // HTTP/2 requires.
 type Header struct {
 	Name, Value string
+}
+
+// Survivor is an instance that outlived the gateway that started it, found when a
+// new gateway starts. Its session is adopted: the token re-attaches, because the
+// runtime kept the token's hash, and the idle clock starts at adoption.
+type Survivor struct {
+	Instance Instance
+	// Spec is the session as the runtime recorded it: id, token hash, size and
+	// idle timeout. Observe is not set.
+	Spec    Spec
+	Created time.Time
 }

@@ -177,7 +177,7 @@ func (cc *clientConn) activate(a *activation, req hints.Request) {
 	}
 	var extra []hpack.HeaderField
 	if p.s == s {
-		extra = activationHeaders(s)
+		extra = activationHeaders(s, time.Now())
 	}
 	for _, st := range ws {
 		cc.forward(p, st, extra)
@@ -185,12 +185,14 @@ func (cc *clientConn) activate(a *activation, req hints.Request) {
 }
 
 // activationHeaders tell the client what its cold start cost, phase by phase, in
-// the Server-Timing syntax: each dur is the milliseconds since the phase before.
-func activationHeaders(s *session.Session) []hpack.HeaderField {
+// the Server-Timing syntax: each dur is the milliseconds since the phase before,
+// ending with the forward of its held request at now.
+func activationHeaders(s *session.Session, now time.Time) []hpack.HeaderField {
 	a := s.Activation
 	var b strings.Builder
 	prev := a.Start
-	for i, p := range a.Phases {
+	phases := append(a.Phases[:len(a.Phases):len(a.Phases)], session.PhaseTime{Phase: activator.PhaseForwarded, At: now})
+	for i, p := range phases {
 		if i > 0 {
 			b.WriteString(", ")
 		}
@@ -199,7 +201,7 @@ func activationHeaders(s *session.Session) []hpack.HeaderField {
 		b.WriteString(strconv.FormatFloat(float64(p.At.Sub(prev).Microseconds())/1000, 'f', 3, 64))
 		prev = p.At
 	}
-	wait := prev.Sub(a.Start)
+	wait := now.Sub(a.Start)
 	return []hpack.HeaderField{
 		{Name: activator.HeaderInstance, Value: s.Instance.Name()},
 		{Name: activator.HeaderColdStart, Value: wait.String()},

@@ -42,6 +42,7 @@ type Manager struct {
 	starting int
 	closed   bool
 	stops    sync.WaitGroup
+	quit     chan struct{} // closed by Leave: stop watching instances
 }
 
 // New returns a manager that starts instances with rt.
@@ -52,7 +53,7 @@ func New(rt Runtime, cfg Config) *Manager {
 	if cfg.StopTimeout <= 0 {
 		cfg.StopTimeout = 30 * time.Second
 	}
-	return &Manager{rt: rt, cfg: cfg, log: cfg.Log, byID: make(map[string]*Session)}
+	return &Manager{rt: rt, cfg: cfg, log: cfg.Log, byID: make(map[string]*Session), quit: make(chan struct{})}
 }
 
 // Activate starts an instance for a new session and returns the session once
@@ -93,7 +94,13 @@ func (m *Manager) Activate(ctx context.Context, req hints.Request, peer string, 
 		IdleTimeout: s.IdleTimeout,
 		Observe: func(p activator.Phase, detail string) {
 			pmu.Lock()
-			s.Activation.Phases = append(s.Activation.Phases, PhaseTime{Phase: p, At: time.Now(), Detail: detail})
+			ph := &s.Activation.Phases
+			if n := len(*ph); n > 0 && (*ph)[n-1].Phase == p {
+				// Same phase, new detail: keep when it was reached, say what it is now.
+				(*ph)[n-1].Detail = detail
+			} else {
+				*ph = append(*ph, PhaseTime{Phase: p, At: time.Now(), Detail: detail})
+			}
 			pmu.Unlock()
 			if observe != nil {
 				observe(p, detail)
@@ -145,6 +152,7 @@ func (m *Manager) watch(s *Session) {
 		}
 		m.end(s, err, err.Error(), false)
 	case <-s.Done():
+	case <-m.quit:
 	}
 }
 
@@ -243,4 +251,43 @@ func (m *Manager) Close(ctx context.Context, reason string) error {
 	case <-ctx.Done():
 		return fmt.Errorf("instances still stopping: %w", ctx.Err())
 	}
+}
+
+// Adopt takes over the session of an instance that outlived the previous
+// gateway. Its token re-attaches, and its idle clock starts now: a restart
+// neither leaks the instance nor cuts a client that comes back.
+func (m *Manager) Adopt(sv activator.Survivor) *Session {
+	now := time.Now()
+	s := &Session{
+		ID:          sv.Spec.Session,
+		TokenHash:   sv.Spec.TokenHash,
+		Instance:    sv.Instance,
+		Size:        sv.Spec.Size,
+		IdleTimeout: sv.Spec.IdleTimeout,
+		Peer:        "adopted",
+		Created:     sv.Created,
+		ended:       make(chan struct{}),
+	}
+	s.idleSince.Store(now.UnixNano())
+	m.mu.Lock()
+	if old := m.byID[s.ID]; old != nil {
+		m.mu.Unlock()
+		return old
+	}
+	m.byID[s.ID] = s
+	m.mu.Unlock()
+	go m.watch(s)
+	m.log.Info("session adopted", "session", s.ID, "instance", s.Instance.Name(), "size", s.Size.String(), "idle_timeout", s.IdleTimeout)
+	return s
+}
+
+// Leave closes the manager but leaves every instance running, for a runtime whose
+// instances outlive the gateway (pods): the next gateway adopts them.
+func (m *Manager) Leave() {
+	m.mu.Lock()
+	if !m.closed {
+		m.closed = true
+		close(m.quit)
+	}
+	m.mu.Unlock()
 }

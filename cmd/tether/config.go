@@ -28,6 +28,16 @@ type Config struct {
 	LocalCommand   string        `env:"TETHER_LOCAL_COMMAND"`
 	StopGrace      time.Duration `env:"TETHER_STOP_GRACE" envDefault:"10s"`
 	MaxInstances   int           `env:"TETHER_MAX_INSTANCES" envDefault:"100"`
+
+	// The Kubernetes runtime. Namespace defaults to the gateway's own when it runs
+	// in a cluster, else "default".
+	Namespace       string        `env:"TETHER_NAMESPACE"`
+	PodTemplate     string        `env:"TETHER_POD_TEMPLATE"`
+	PodPort         int32         `env:"TETHER_POD_PORT" envDefault:"0"`
+	KubeQPS         float32       `env:"TETHER_KUBE_QPS" envDefault:"50"`
+	KubeBurst       int           `env:"TETHER_KUBE_BURST" envDefault:"100"`
+	KubeSyncTimeout time.Duration `env:"TETHER_KUBE_SYNC_TIMEOUT" envDefault:"1m"`
+
 	ActivationTime time.Duration `env:"TETHER_ACTIVATION_TIMEOUT" envDefault:"2m"`
 
 	IdleTimeout    time.Duration `env:"TETHER_IDLE_TIMEOUT" envDefault:"10m"`
@@ -95,7 +105,9 @@ func (c *Config) Validate() error {
 	switch c.Runtime {
 	case "local":
 	case "kubernetes":
-		bad("TETHER_RUNTIME", "kubernetes is not available in this build yet; use local")
+		if c.PodTemplate == "" {
+			bad("TETHER_POD_TEMPLATE", "required with TETHER_RUNTIME=kubernetes: a YAML file holding the session Pod or PodTemplateSpec")
+		}
 	default:
 		bad("TETHER_RUNTIME", "%q is not one of local, kubernetes", c.Runtime)
 	}
@@ -134,6 +146,15 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxInstances < 0 {
 		bad("TETHER_MAX_INSTANCES", "%d is negative; 0 means no cap", c.MaxInstances)
+	}
+	if c.PodPort < 0 || c.PodPort > 65535 {
+		bad("TETHER_POD_PORT", "%d is not a port", c.PodPort)
+	}
+	if c.KubeQPS <= 0 || c.KubeBurst <= 0 {
+		bad("TETHER_KUBE_QPS", "TETHER_KUBE_QPS and TETHER_KUBE_BURST must be greater than zero")
+	}
+	if c.KubeSyncTimeout <= 0 {
+		bad("TETHER_KUBE_SYNC_TIMEOUT", "%s must be greater than zero", c.KubeSyncTimeout)
 	}
 	if c.MaxConcurrentStreams == 0 {
 		bad("TETHER_MAX_CONCURRENT_STREAMS", "must be at least 1")

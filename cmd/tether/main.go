@@ -9,7 +9,6 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -19,7 +18,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tetherhq/tether/activator/local"
 	"github.com/tetherhq/tether/activator/session"
 	"github.com/tetherhq/tether/gateway"
 	"github.com/tetherhq/tether/gateway/relay"
@@ -50,24 +48,23 @@ func run(ctx context.Context, args []string, environ map[string]string, stderr i
 		log.Warn("unknown variable, ignored", "name", name)
 	}
 
-	command := cfg.LocalCommand
-	if command == "" {
-		command = defaultLocalCommand()
-	}
-	rt, err := local.New(local.Config{
-		Command:   command,
-		StopGrace: cfg.StopGrace,
-		Env:       os.Environ(),
-	}, log.With("component", "local"), nil)
+	// Everything below lives until the gateway has drained; the informer, if any,
+	// too, so a drain never waits on a dead watch.
+	bctx, stopBackend := context.WithCancel(context.Background())
+	defer stopBackend()
+	be, err := newBackend(bctx, cfg, log)
 	if err != nil {
 		return err
 	}
-	sessions := session.New(rt, session.Config{
+	sessions := session.New(be.rt, session.Config{
 		ActivationTimeout: cfg.ActivationTime,
 		MaxInstances:      cfg.MaxInstances,
 		StopTimeout:       cfg.StopGrace + 5*time.Second,
 		Log:               log.With("component", "session"),
 	})
+	for _, sv := range be.survivors {
+		sessions.Adopt(sv)
+	}
 
 	gcfg := gateway.Config{
 		HandshakeTimeout: cfg.HandshakeTimeout,
@@ -100,7 +97,7 @@ func run(ctx context.Context, args []string, environ map[string]string, stderr i
 		scheme = "TLS"
 	}
 	log.Info("tether listening", "addr", lis.Addr().String(), "protocol", scheme, "runtime", cfg.Runtime,
-		"instance_command", command, "idle_timeout", cfg.IdleTimeout)
+		"instances", be.describe, "idle_timeout", cfg.IdleTimeout)
 	log.Info("call it with: grpcurl " + grpcurlFlags(gcfg.TLS != nil) + " -H 'x-tether-cpu: 1' " + dialAddr(lis.Addr()) + " list")
 
 	rctx, stopReaper := context.WithCancel(context.Background())
@@ -124,8 +121,7 @@ func run(ctx context.Context, args []string, environ map[string]string, stderr i
 	case err := <-served:
 		stopReaper()
 		<-reaped
-		sessions.Close(context.Background(), "gateway stopped")
-		rt.Close(context.Background())
+		be.stop(context.Background(), sessions)
 		return fmt.Errorf("serving: %w", err)
 	}
 
@@ -141,8 +137,7 @@ func run(ctx context.Context, args []string, environ map[string]string, stderr i
 	<-reaped
 	sctx, cancelStop := context.WithTimeout(context.Background(), cfg.StopGrace+5*time.Second)
 	defer cancelStop()
-	errs := []error{sessions.Close(sctx, "gateway is shutting down"), rt.Close(sctx)}
-	if err := errors.Join(errs...); err != nil {
+	if err := be.stop(sctx, sessions); err != nil {
 		return err
 	}
 	log.Info("stopped")

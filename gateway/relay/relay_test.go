@@ -35,6 +35,13 @@ const bigMsg = 64 << 20
 // loopback port.
 func backend(t *testing.T, opts ...grpc.ServerOption) string {
 	t.Helper()
+	addr, _ := backendServer(t, opts...)
+	return addr
+}
+
+// backendServer is backend, also returning the server so a test can stop it.
+func backendServer(t *testing.T, opts ...grpc.ServerOption) (string, *grpc.Server) {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -44,7 +51,7 @@ func backend(t *testing.T, opts ...grpc.ServerOption) string {
 	testgrpc.RegisterTestServiceServer(srv, interop.NewTestServer())
 	go srv.Serve(lis)
 	t.Cleanup(srv.Stop)
-	return lis.Addr().String()
+	return lis.Addr().String(), srv
 }
 
 // forwardAll is a Handler that pins every stream to one pool.
@@ -55,7 +62,13 @@ func (f forwardAll) OpenStream(s *relay.Stream) { f.p.Forward(s) }
 // gateway runs the relay on a loopback port in front of the instance at addr.
 func gateway(t *testing.T, addr string, h func(*relay.Pool) relay.Handler) string {
 	t.Helper()
-	cfg := relay.Config{}.WithDefaults()
+	return gatewayCfg(t, addr, relay.Config{}, h)
+}
+
+// gatewayCfg is gateway with a relay configuration of the test's choosing.
+func gatewayCfg(t *testing.T, addr string, c relay.Config, h func(*relay.Pool) relay.Handler) string {
+	t.Helper()
+	cfg := c.WithDefaults()
 	pool := relay.NewPool(addr, cfg)
 	var handler relay.Handler = forwardAll{pool}
 	if h != nil {
