@@ -45,8 +45,9 @@ $(GRPCURL):
 	GOBIN=$(dir $@) $(GO) install github.com/fullstorydev/grpcurl/cmd/grpcurl@$(GRPCURL_VERSION)
 
 .PHONY: test
-test: vet tools ## run every test (unit, end to end, race detector)
+test: vet tools ## run every test: unit and end to end, with the race detector
 	TETHER_GRPCURL=$(GRPCURL) $(GO) test -race -count=1 ./...
+	$(MAKE) --no-print-directory e2e
 
 .PHONY: vet
 vet:

@@ -163,7 +163,7 @@ func (cc *clientConn) activate(a *activation, req hints.Request) {
 		}
 		if p == nil || p.s != s {
 			cc.mu.Unlock()
-			cc.g.sessions.End(s, "client left before the session was handed out")
+			cc.g.sessions.End(s, session.CauseAbandoned, "client left before the session was handed out")
 			cc.mu.Lock()
 		}
 	}
@@ -177,7 +177,11 @@ func (cc *clientConn) activate(a *activation, req hints.Request) {
 	}
 	var extra []hpack.HeaderField
 	if p.s == s {
-		extra = activationHeaders(s, time.Now())
+		now := time.Now()
+		extra = activationHeaders(s, now)
+		if o := cc.g.cfg.Observer; o != nil && len(s.Activation.Phases) > 0 {
+			o.Forwarded(now.Sub(s.Activation.Phases[len(s.Activation.Phases)-1].At))
+		}
 	}
 	for _, st := range ws {
 		cc.forward(p, st, extra)
@@ -275,6 +279,6 @@ func (cc *clientConn) closed() {
 		unwatch()
 	}
 	if p != nil && owner && !cc.delivered.Load() {
-		cc.g.sessions.End(p.s, "client left before the session was handed out")
+		cc.g.sessions.End(p.s, session.CauseAbandoned, "client left before the session was handed out")
 	}
 }

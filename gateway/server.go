@@ -25,7 +25,7 @@ import (
 type Sessions interface {
 	Activate(ctx context.Context, req hints.Request, peer string, observe func(activator.Phase, string)) (*session.Session, error)
 	Attach(token string) (*session.Session, error)
-	End(s *session.Session, reason string)
+	End(s *session.Session, cause session.Cause, reason string)
 }
 
 // Config tunes the gateway.
@@ -43,7 +43,16 @@ type Config struct {
 	// (TETHER_IDLE_IGNORE_METHODS).
 	IdleIgnore map[string]bool
 	Relay      *relay.Config
-	Log              *slog.Logger
+	// Observer, if not nil, hears the last phase of each cold start.
+	Observer Observer
+	Log      *slog.Logger
+}
+
+// Observer hears what only the gateway sees. Its methods must not block.
+type Observer interface {
+	// Forwarded reports a cold start's held requests leaving for the instance,
+	// afterReady after the instance was ready.
+	Forwarded(afterReady time.Duration)
 }
 
 // Server accepts client connections, pins each to a session, and relays its
@@ -213,6 +222,23 @@ func (g *Server) track(cc *clientConn, add bool) bool {
 		}
 	}
 	return true
+}
+
+// Stats are the open client connections and streams.
+func (g *Server) Stats() (conns, streams int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for cc := range g.conns {
+		streams += cc.d.Streams()
+	}
+	return len(g.conns), streams
+}
+
+// Draining reports whether Shutdown has begun.
+func (g *Server) Draining() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.draining
 }
 
 // pool returns the connections to s's instance, which close when s ends.

@@ -32,7 +32,7 @@ type Sessions interface {
 	// ReapIdle ends s if no stream is open on it, and reports whether it did.
 	ReapIdle(s *session.Session, reason string) bool
 	// End ends s whatever is open on it.
-	End(s *session.Session, reason string)
+	End(s *session.Session, cause session.Cause, reason string)
 }
 
 // Config tunes the reaper.
@@ -81,7 +81,7 @@ func (r *Reaper) Sweep(now time.Time) int {
 	n := 0
 	for _, s := range r.sessions.Sessions() {
 		if reason, ok := r.expired(s, now); ok {
-			r.sessions.End(s, reason)
+			r.sessions.End(s, session.CauseLifetime, reason)
 			r.cfg.Log.Info("reaped", "session", s.ID, "reason", reason)
 			n++
 			continue

@@ -204,7 +204,7 @@ func TestReapIsAtomicWithStreamOpen(t *testing.T) {
 			}
 			if opened {
 				s.CloseStream(time.Now())
-				m.End(s, "next round")
+				m.End(s, session.CauseShutdown, "next round")
 			}
 		}
 	})

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tetherhq/tether/activator"
@@ -28,8 +29,38 @@ type Config struct {
 	MaxInstances int
 	// StopTimeout bounds one call to stop an instance.
 	StopTimeout time.Duration
-	Log         *slog.Logger
+	// Observer, if not nil, hears about activations and ends (metrics).
+	Observer Observer
+	Log      *slog.Logger
 }
+
+// Observer hears what the manager does. Its methods must not block.
+type Observer interface {
+	// Activated reports a cold start that gave s its instance.
+	Activated(s *Session)
+	// ActivationFailed reports a cold start that failed with err.
+	ActivationFailed(err error, a Activation)
+	// Ended reports a session that ended, and why.
+	Ended(s *Session, cause Cause)
+}
+
+// Cause says why a session ended, in a word fit for a metric label.
+type Cause string
+
+// The causes of a session's end.
+const (
+	CauseIdle         Cause = "idle"          // no open stream for its idle timeout
+	CauseLifetime     Cause = "max_lifetime"  // TETHER_MAX_LIFETIME
+	CauseInstanceGone Cause = "instance_gone" // the instance exited, crashed or was deleted
+	CauseAbandoned    Cause = "abandoned"     // its client left before it received the token
+	CauseShutdown     Cause = "shutdown"      // the gateway stopped
+)
+
+type nopObserver struct{}
+
+func (nopObserver) Activated(*Session)                 {}
+func (nopObserver) ActivationFailed(error, Activation) {}
+func (nopObserver) Ended(*Session, Cause)              {}
 
 // Manager keeps the table of live sessions and starts their instances.
 type Manager struct {
@@ -42,7 +73,9 @@ type Manager struct {
 	starting int
 	closed   bool
 	stops    sync.WaitGroup
-	quit     chan struct{} // closed by Leave: stop watching instances
+	// bytes of sessions that have ended, so that totals never go down.
+	endedIn, endedOut atomic.Uint64
+	quit              chan struct{} // closed by Leave: stop watching instances
 }
 
 // New returns a manager that starts instances with rt.
@@ -52,6 +85,9 @@ func New(rt Runtime, cfg Config) *Manager {
 	}
 	if cfg.StopTimeout <= 0 {
 		cfg.StopTimeout = 30 * time.Second
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
 	}
 	return &Manager{rt: rt, cfg: cfg, log: cfg.Log, byID: make(map[string]*Session), quit: make(chan struct{})}
 }
@@ -75,8 +111,10 @@ func (m *Manager) Activate(ctx context.Context, req hints.Request, peer string, 
 		return nil, activator.ErrShuttingDown
 	case m.cfg.MaxInstances > 0 && len(m.byID)+m.starting >= m.cfg.MaxInstances:
 		m.mu.Unlock()
-		return nil, &activator.CapacityError{Reason: "the gateway's cap of " + strconv.Itoa(m.cfg.MaxInstances) +
+		err := &activator.CapacityError{Reason: "the gateway's cap of " + strconv.Itoa(m.cfg.MaxInstances) +
 			" instances (TETHER_MAX_INSTANCES) is reached"}
+		m.cfg.Observer.ActivationFailed(err, s.Activation)
+		return nil, err
 	}
 	m.starting++
 	m.mu.Unlock()
@@ -122,6 +160,11 @@ func (m *Manager) Activate(ctx context.Context, req hints.Request, peer string, 
 			err = te
 		}
 		log.Info("activation failed", "size", s.Size.String(), "err", err)
+		pmu.Lock()
+		a := s.Activation
+		a.Phases = append([]PhaseTime(nil), a.Phases...)
+		pmu.Unlock()
+		m.cfg.Observer.ActivationFailed(err, a)
 		return nil, err
 	}
 	s.Instance = inst
@@ -134,6 +177,7 @@ func (m *Manager) Activate(ctx context.Context, req hints.Request, peer string, 
 	}
 	m.byID[s.ID] = s
 	m.mu.Unlock()
+	m.cfg.Observer.Activated(s)
 	go m.watch(s)
 	log.Info("session started", "instance", inst.Name(), "size", s.Size.String(),
 		"idle_timeout", s.IdleTimeout, "cold_start", time.Since(now).Round(time.Microsecond))
@@ -150,7 +194,7 @@ func (m *Manager) watch(s *Session) {
 		if err == nil {
 			err = &activator.GoneError{Instance: s.Instance.Name(), Reason: "instance exited"}
 		}
-		m.end(s, err, err.Error(), false)
+		m.end(s, err, err.Error(), CauseInstanceGone, false)
 	case <-s.Done():
 	case <-m.quit:
 	}
@@ -188,19 +232,19 @@ func (m *Manager) ReapIdle(s *Session, reason string) bool {
 	if !s.endIfIdle() {
 		return false
 	}
-	m.end(s, &activator.GoneError{Instance: s.Instance.Name(), Reason: reason}, reason, true)
+	m.end(s, &activator.GoneError{Instance: s.Instance.Name(), Reason: reason}, reason, CauseIdle, true)
 	return true
 }
 
-// End ends s now, whatever is open: its clients are told why, and its instance is
-// stopped.
-func (m *Manager) End(s *Session, reason string) {
-	m.end(s, &activator.GoneError{Instance: s.Instance.Name(), Reason: reason}, reason, false)
+// End ends s now, whatever is open: its clients are told reason, and its
+// instance is stopped.
+func (m *Manager) End(s *Session, cause Cause, reason string) {
+	m.end(s, &activator.GoneError{Instance: s.Instance.Name(), Reason: reason}, reason, cause, false)
 }
 
 // end removes s from the table, tells its watchers err, and stops its instance,
 // telling the runtime reason.
-func (m *Manager) end(s *Session, err error, reason string, marked bool) {
+func (m *Manager) end(s *Session, err error, reason string, cause Cause, marked bool) {
 	if !marked {
 		s.markEnded()
 	}
@@ -211,9 +255,12 @@ func (m *Manager) end(s *Session, err error, reason string, marked bool) {
 	}
 	delete(m.byID, s.ID)
 	m.mu.Unlock()
-	m.log.Info("session ended", "session", s.ID, "instance", s.Instance.Name(), "reason", err.Error(),
+	m.log.Info("session ended", "session", s.ID, "instance", s.Instance.Name(), "cause", string(cause), "reason", err.Error(),
 		"age", time.Since(s.Created).Round(time.Millisecond))
 	s.finish(err)
+	m.endedIn.Add(s.BytesIn.Load())
+	m.endedOut.Add(s.BytesOut.Load())
+	m.cfg.Observer.Ended(s, cause)
 	m.stop(s, reason)
 }
 
@@ -241,7 +288,7 @@ func (m *Manager) Close(ctx context.Context, reason string) error {
 	}
 	m.mu.Unlock()
 	for _, s := range ss {
-		m.End(s, reason)
+		m.End(s, CauseShutdown, reason)
 	}
 	done := make(chan struct{})
 	go func() { m.stops.Wait(); close(done) }()
@@ -290,4 +337,30 @@ func (m *Manager) Leave() {
 		close(m.quit)
 	}
 	m.mu.Unlock()
+}
+
+// Bytes are the payload bytes carried for every session so far: in is client to
+// instance, out the way back.
+func (m *Manager) Bytes() (in, out uint64) {
+	in, out = m.endedIn.Load(), m.endedOut.Load()
+	for _, s := range m.Sessions() {
+		in += s.BytesIn.Load()
+		out += s.BytesOut.Load()
+	}
+	return in, out
+}
+
+// Starting is how many activations are under way.
+func (m *Manager) Starting() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.starting
+}
+
+// SetObserver sets the observer. Call it before the first Activate or Adopt.
+func (m *Manager) SetObserver(o Observer) {
+	if o == nil {
+		o = nopObserver{}
+	}
+	m.cfg.Observer = o
 }

@@ -20,6 +20,8 @@ type backend struct {
 	rt        session.Runtime
 	survivors []activator.Survivor
 	describe  string
+	// ready reports whether the runtime can start instances now.
+	ready func() bool
 	// stop ends the sessions' instances that do not outlive the gateway and
 	// closes the runtime.
 	stop func(ctx context.Context, sessions *session.Manager) error
@@ -46,6 +48,7 @@ func localBackend(cfg Config, log *slog.Logger) (*backend, error) {
 	return &backend{
 		rt:       rt,
 		describe: command,
+		ready:    func() bool { return true },
 		// Local instances are children of the gateway: none may outlive it.
 		stop: func(ctx context.Context, sessions *session.Manager) error {
 			return errors.Join(sessions.Close(ctx, "gateway is shutting down"), rt.Close(ctx))
@@ -85,6 +88,7 @@ func kubeBackend(ctx context.Context, cfg Config, log *slog.Logger) (*backend, e
 		rt:        rt,
 		survivors: rt.Survivors(),
 		describe:  "pods in namespace " + ns,
+		ready:     rt.Synced,
 		// Pods outlive the gateway on purpose: the next one adopts them.
 		stop: func(ctx context.Context, sessions *session.Manager) error {
 			sessions.Leave()

@@ -25,9 +25,9 @@ type Config struct {
 
 	// LocalCommand is run once per session by the local runtime. Its default is
 	// the example server found next to the tether binary.
-	LocalCommand   string        `env:"TETHER_LOCAL_COMMAND"`
-	StopGrace      time.Duration `env:"TETHER_STOP_GRACE" envDefault:"10s"`
-	MaxInstances   int           `env:"TETHER_MAX_INSTANCES" envDefault:"100"`
+	LocalCommand string        `env:"TETHER_LOCAL_COMMAND"`
+	StopGrace    time.Duration `env:"TETHER_STOP_GRACE" envDefault:"10s"`
+	MaxInstances int           `env:"TETHER_MAX_INSTANCES" envDefault:"100"`
 
 	// The Kubernetes runtime. Namespace defaults to the gateway's own when it runs
 	// in a cluster, else "default".
@@ -58,6 +58,8 @@ type Config struct {
 	TLSKey           string        `env:"TETHER_TLS_KEY"`
 	HandshakeTimeout time.Duration `env:"TETHER_HANDSHAKE_TIMEOUT" envDefault:"10s"`
 	ShutdownGrace    time.Duration `env:"TETHER_SHUTDOWN_GRACE" envDefault:"30s"`
+	DrainDelay       time.Duration `env:"TETHER_DRAIN_DELAY" envDefault:"0s"`
+	MetricsListen    string        `env:"TETHER_METRICS_LISTEN" envDefault:":9090"`
 	DialTimeout      time.Duration `env:"TETHER_DIAL_TIMEOUT" envDefault:"5s"`
 
 	MaxConcurrentStreams uint32 `env:"TETHER_MAX_CONCURRENT_STREAMS" envDefault:"1000"`
@@ -140,6 +142,12 @@ func (c *Config) Validate() error {
 		if !strings.HasPrefix(m, "/") || strings.Count(m, "/") != 2 {
 			bad("TETHER_IDLE_IGNORE_METHODS", "%q is not a method path like /grpc.health.v1.Health/Check", m)
 		}
+	}
+	if c.DrainDelay < 0 {
+		bad("TETHER_DRAIN_DELAY", "%s is negative", c.DrainDelay)
+	}
+	if c.MetricsListen != "off" && !strings.Contains(c.MetricsListen, ":") {
+		bad("TETHER_METRICS_LISTEN", "%q is not host:port (or off)", c.MetricsListen)
 	}
 	if c.MaxLifetime < 0 {
 		bad("TETHER_MAX_LIFETIME", "%s is negative; 0 disables the cap", c.MaxLifetime)

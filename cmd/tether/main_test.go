@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -56,10 +55,11 @@ func TestMain(m *testing.M) {
 
 func testEnv(extra map[string]string) map[string]string {
 	env := map[string]string{
-		"TETHER_LISTEN":        "127.0.0.1:0",
-		"TETHER_LOCAL_COMMAND": filepath.Join(binDir, "tether-example") + " -listen 127.0.0.1:{port}",
-		"TETHER_LOG_FORMAT":    "json",
-		"TETHER_STOP_GRACE":    "2s",
+		"TETHER_LISTEN":         "127.0.0.1:0",
+		"TETHER_LOCAL_COMMAND":  filepath.Join(binDir, "tether-example") + " -listen 127.0.0.1:{port}",
+		"TETHER_LOG_FORMAT":     "json",
+		"TETHER_STOP_GRACE":     "2s",
+		"TETHER_METRICS_LISTEN": "127.0.0.1:0",
 	}
 	for k, v := range extra {
 		env[k] = v
@@ -93,16 +93,16 @@ func TestRunServesThenStopsEveryInstance(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	runCtx, stop := context.WithCancel(ctx)
-	ready := make(chan net.Addr, 1)
+	ready := make(chan addrs, 1)
 	done := make(chan error, 1)
-	go func() { done <- run(runCtx, nil, testEnv(nil), io.Discard, ready) }()
-	var addr net.Addr
+	go func() { done <- run(runCtx, nil, testEnv(nil), io.Discard, io.Discard, ready) }()
+	var a addrs
 	select {
-	case addr = <-ready:
+	case a = <-ready:
 	case err := <-done:
 		t.Fatal(err)
 	}
-	r := info(ctx, t, addr.String())
+	r := info(ctx, t, a.gateway.String())
 	if r.GetCpuRequest() != "250m" {
 		t.Fatalf("instance size %q", r.GetCpuRequest())
 	}
@@ -116,7 +116,7 @@ func TestRunServesThenStopsEveryInstance(t *testing.T) {
 }
 
 func TestRunRejectsBadConfig(t *testing.T) {
-	err := run(context.Background(), nil, testEnv(map[string]string{"TETHER_IDLE_TIMEOUT": "soon"}), io.Discard, nil)
+	err := run(context.Background(), nil, testEnv(map[string]string{"TETHER_IDLE_TIMEOUT": "soon"}), io.Discard, io.Discard, nil)
 	if err == nil || !strings.Contains(err.Error(), "TETHER_IDLE_TIMEOUT") {
 		t.Fatalf("got %v", err)
 	}

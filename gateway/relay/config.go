@@ -3,6 +3,8 @@ package relay
 import (
 	"log/slog"
 	"time"
+
+	"google.golang.org/grpc/codes"
 )
 
 // Config tunes the relay. The zero value of a field means its default.
@@ -29,6 +31,10 @@ type Config struct {
 	// streams left may go on being read, so that frames in flight are not lost to
 	// a TCP reset. Default 5s.
 	CloseLinger time.Duration
+	// OnFail, if not nil, is called with the code of every gRPC status the relay
+	// itself gives a client (as opposed to statuses relayed from an instance).
+	// It must not block.
+	OnFail func(code codes.Code)
 	// Log receives the relay's own diagnostics. Default: discard.
 	Log *slog.Logger
 }
@@ -64,6 +70,9 @@ func (c Config) WithDefaults() *Config {
 	}
 	if c.Log == nil {
 		c.Log = slog.New(slog.DiscardHandler)
+	}
+	if c.OnFail == nil {
+		c.OnFail = func(codes.Code) {}
 	}
 	return &c
 }

@@ -73,7 +73,7 @@ type flow struct {
 	// credited counts queued bytes already granted back to src: a replayed
 	// request is sent twice but its window was spent once.
 	credited int64
-	gotEnd  bool  // src sent END_STREAM
+	gotEnd   bool // src sent END_STREAM
 }
 
 // budget is how many bytes may be written to dst now. The stream window is kept
@@ -156,6 +156,7 @@ func (s *Stream) failLocked(code codes.Code, msg string, fl *flusher) {
 	if s.downClosed {
 		return
 	}
+	s.down.cfg.OnFail(code)
 	s.dropResp(fl)
 	d := s.down
 	d.wmu.Lock()
