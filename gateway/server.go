@@ -37,6 +37,14 @@ type Config struct {
 	// on a new connection (TETHER_HANDSHAKE_TIMEOUT). Nothing bounds a
 	// connection after that: streams last as long as their clients want.
 	HandshakeTimeout time.Duration
+	// KeepaliveIdle and KeepaliveTimeout find clients that vanished without
+	// closing their connection (TETHER_KEEPALIVE_INTERVAL and
+	// TETHER_KEEPALIVE_TIMEOUT): a client silent for KeepaliveIdle is sent a PING,
+	// and its connection is closed if it still sends nothing for KeepaliveTimeout.
+	// Otherwise a vanished client's quiet stream would hold its instance for
+	// ever. 0 disables the keepalive.
+	KeepaliveIdle    time.Duration
+	KeepaliveTimeout time.Duration
 	Bounds           hints.Bounds
 	// IdleIgnore lists the methods (":path", such as
 	// "/grpc.health.v1.Health/Check") whose calls do not count as activity
@@ -64,6 +72,7 @@ type Server struct {
 	h1       *http.Server
 	h1conns  chan net.Conn
 	h1done   chan struct{}
+	quit     chan struct{} // closed when Shutdown begins
 
 	mu        sync.Mutex
 	listeners map[net.Listener]struct{}
@@ -94,6 +103,7 @@ func New(cfg Config, sessions Sessions) *Server {
 		pools:     make(map[*session.Session]*relay.Pool),
 		h1conns:   make(chan net.Conn),
 		h1done:    make(chan struct{}),
+		quit:      make(chan struct{}),
 		idle:      make(chan struct{}, 1),
 	}
 	g.h1 = &http.Server{
@@ -125,6 +135,13 @@ func (g *Server) Serve(lis net.Listener) error {
 			defer g.wg.Done()
 			g.h1.Serve(&chanListener{c: g.h1conns, done: g.h1done, addr: lis.Addr()})
 		}()
+		if g.cfg.KeepaliveIdle > 0 && g.cfg.KeepaliveTimeout > 0 {
+			g.wg.Add(1)
+			go func() {
+				defer g.wg.Done()
+				g.keepalive()
+			}()
+		}
 	}
 	for {
 		nc, err := lis.Accept()
@@ -191,6 +208,30 @@ func (g *Server) serveConn(nc net.Conn) {
 	cc.closed()
 	if err != nil {
 		g.log.Debug("connection ended", "peer", cc.peer, "err", err)
+	}
+}
+
+// keepalive checks every connection's liveness, often enough that a dead client
+// is found within KeepaliveIdle + KeepaliveTimeout and a little more. One
+// goroutine does it for all connections, so an idle connection costs no timer.
+func (g *Server) keepalive() {
+	t := time.NewTicker(min(g.cfg.KeepaliveIdle, g.cfg.KeepaliveTimeout) / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-g.quit:
+			return
+		case now := <-t.C:
+			g.mu.Lock()
+			conns := make([]*clientConn, 0, len(g.conns))
+			for cc := range g.conns {
+				conns = append(conns, cc)
+			}
+			g.mu.Unlock()
+			for _, cc := range conns {
+				cc.d.CheckAlive(now, g.cfg.KeepaliveIdle, g.cfg.KeepaliveTimeout)
+			}
+		}
 	}
 }
 
@@ -268,6 +309,9 @@ func (g *Server) pool(s *session.Session) *relay.Pool {
 // caller's choice.
 func (g *Server) Shutdown(ctx context.Context) error {
 	g.mu.Lock()
+	if !g.draining {
+		close(g.quit)
+	}
 	g.draining = true
 	for lis := range g.listeners {
 		lis.Close()

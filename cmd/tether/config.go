@@ -57,6 +57,8 @@ type Config struct {
 	TLSCert          string        `env:"TETHER_TLS_CERT"`
 	TLSKey           string        `env:"TETHER_TLS_KEY"`
 	HandshakeTimeout time.Duration `env:"TETHER_HANDSHAKE_TIMEOUT" envDefault:"10s"`
+	KeepaliveIdle    time.Duration `env:"TETHER_KEEPALIVE_INTERVAL" envDefault:"1m"`
+	KeepaliveTimeout time.Duration `env:"TETHER_KEEPALIVE_TIMEOUT" envDefault:"20s"`
 	ShutdownGrace    time.Duration `env:"TETHER_SHUTDOWN_GRACE" envDefault:"30s"`
 	DrainDelay       time.Duration `env:"TETHER_DRAIN_DELAY" envDefault:"0s"`
 	MetricsListen    string        `env:"TETHER_METRICS_LISTEN" envDefault:":9090"`
@@ -142,6 +144,9 @@ func (c *Config) Validate() error {
 		if !strings.HasPrefix(m, "/") || strings.Count(m, "/") != 2 {
 			bad("TETHER_IDLE_IGNORE_METHODS", "%q is not a method path like /grpc.health.v1.Health/Check", m)
 		}
+	}
+	if c.KeepaliveIdle < 0 || c.KeepaliveTimeout < 0 {
+		bad("TETHER_KEEPALIVE_INTERVAL", "TETHER_KEEPALIVE_INTERVAL and TETHER_KEEPALIVE_TIMEOUT must not be negative; 0 disables the keepalive")
 	}
 	if c.DrainDelay < 0 {
 		bad("TETHER_DRAIN_DELAY", "%s is negative", c.DrainDelay)

@@ -96,6 +96,8 @@ func serve(ctx context.Context, environ map[string]string, stderr io.Writer, rea
 
 	gcfg := gateway.Config{
 		HandshakeTimeout: cfg.HandshakeTimeout,
+		KeepaliveIdle:    cfg.KeepaliveIdle,
+		KeepaliveTimeout: cfg.KeepaliveTimeout,
 		Bounds:           cfg.bounds,
 		IdleIgnore:       setOf(cfg.IdleIgnore),
 		Observer:         m,

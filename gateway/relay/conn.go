@@ -9,6 +9,8 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
@@ -40,6 +42,13 @@ type conn struct {
 	// flushed once it has nothing more buffered to read, so a burst of frames
 	// becomes one write(2) per connection instead of one per frame.
 	fl flusher
+
+	// lastRead is when the reader last woke with bytes (unix ns). pingSent is when
+	// a keepalive PING went out (0: none pending), and pingMark the lastRead of
+	// that moment: any later read answers the PING.
+	lastRead atomic.Int64
+	pingSent atomic.Int64
+	pingMark atomic.Int64
 
 	wmu          sync.Mutex
 	bw           *bufio.Writer
@@ -80,6 +89,7 @@ func newConn(nc net.Conn, br *bufio.Reader, cfg *Config, server bool) *conn {
 		nextID:       1,
 		done:         make(chan struct{}),
 	}
+	c.lastRead.Store(time.Now().UnixNano())
 	c.rf = http2.NewFramer(nil, br)
 	c.rf.ReadMetaHeaders = hpack.NewDecoder(defaultTableSize, nil)
 	c.rf.MaxHeaderListSize = cfg.MaxHeaderListSize

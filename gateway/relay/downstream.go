@@ -107,6 +107,39 @@ func (d *Downstream) Shutdown(code codes.Code, msg string) {
 	c.wmu.Unlock()
 }
 
+// keepaliveData marks the PINGs the relay sends, so their ACKs are recognised.
+var keepaliveData = [8]byte{'t', 'e', 't', 'h', 'e', 'r', 'k', 'a'}
+
+// CheckAlive is the keepalive, run by the caller for every connection now and
+// then: a client silent for idle is sent a PING, and one that has still sent
+// nothing timeout after that is taken for gone and its connection closed, which
+// ends its streams and lets its session go idle. Any frame counts as an answer.
+// It reports whether the connection was closed.
+func (d *Downstream) CheckAlive(now time.Time, idle, timeout time.Duration) bool {
+	c := d.c
+	last, sent := c.lastRead.Load(), c.pingSent.Load()
+	switch {
+	case sent != 0 && last != c.pingMark.Load():
+		// Something was read since the PING went out.
+		c.pingSent.Store(0)
+	case sent != 0 && now.UnixNano()-sent >= int64(timeout):
+		c.log.Debug("client did not answer a keepalive PING; closing", "peer", c.nc.RemoteAddr().String(), "timeout", timeout)
+		c.nc.Close()
+		return true
+	case sent == 0 && now.UnixNano()-last >= int64(idle):
+		c.pingMark.Store(last)
+		c.pingSent.Store(now.UnixNano())
+		c.wmu.Lock()
+		if !c.closed {
+			c.check(c.wf.WritePing(false, keepaliveData))
+			c.dirty = true
+			c.flushLocked()
+		}
+		c.wmu.Unlock()
+	}
+	return false
+}
+
 // Close drops the connection at once.
 func (d *Downstream) Close() { d.c.nc.Close() }
 

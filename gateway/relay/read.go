@@ -2,6 +2,7 @@ package relay
 
 import (
 	"errors"
+	"time"
 
 	"golang.org/x/net/http2"
 )
@@ -18,10 +19,16 @@ type role interface {
 // handled here; the rest go to r.
 func (c *conn) serve(r role) error {
 	for {
-		if c.br.Buffered() == 0 {
+		waited := c.br.Buffered() == 0
+		if waited {
 			c.fl.run()
 		}
 		fh, err := c.rf.ReadFrameHeader()
+		if waited {
+			// Once per wake-up, not per frame: enough to tell a live peer from a
+			// vanished one.
+			c.lastRead.Store(time.Now().UnixNano())
+		}
 		if err != nil {
 			if errors.Is(err, http2.ErrFrameTooLarge) {
 				return c.connError(http2.ErrCodeFrameSize, "frame too large")
