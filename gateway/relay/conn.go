@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/binary"
 	"errors"
@@ -33,7 +32,7 @@ const (
 type conn struct {
 	cfg    *Config
 	nc     net.Conn
-	br     *bufio.Reader
+	br     *reader
 	rf     *http2.Framer
 	server bool
 	log    *slog.Logger
@@ -50,8 +49,12 @@ type conn struct {
 	pingSent atomic.Int64
 	pingMark atomic.Int64
 
+	// onReset, on a client connection, counts a stream reset the client caused,
+	// by RST_STREAM or by breaking the protocol on it. Reader goroutine only.
+	onReset func()
+
 	wmu          sync.Mutex
-	bw           *bufio.Writer
+	bw           *writer
 	wf           *http2.Framer
 	henc         *hpack.Encoder
 	hbuf         bytes.Buffer
@@ -73,19 +76,20 @@ type conn struct {
 	done         chan struct{}
 }
 
-func newConn(nc net.Conn, br *bufio.Reader, cfg *Config, server bool) *conn {
+func newConn(nc net.Conn, br *reader, cfg *Config, server bool) *conn {
 	c := &conn{
 		cfg:          cfg,
 		nc:           nc,
 		br:           br,
 		server:       server,
 		log:          cfg.Log,
-		bw:           bufio.NewWriterSize(nc, 32<<10),
+		bw:           &writer{nc: nc},
 		sendWin:      defaultWindow,
 		peerInit:     defaultWindow,
 		peerMaxFrame: defaultMaxFrame,
 		recvWin:      int64(cfg.ConnWindow),
 		streams:      make(map[uint32]*Stream),
+		onReset:      func() {},
 		nextID:       1,
 		done:         make(chan struct{}),
 	}
@@ -353,16 +357,13 @@ func (c *conn) teardown() []*Stream {
 }
 
 // flusher is a set of connections a goroutine has written to and must flush before
-// it blocks. The zero value is ready; a nil *flusher flushes at once.
+// it blocks. The zero value is ready. add never flushes, so it is safe under any
+// lock; run flushes, and must be called with no wmu held.
 type flusher struct {
 	conns []*conn
 }
 
 func (f *flusher) add(c *conn) {
-	if f == nil {
-		c.flush()
-		return
-	}
 	for _, x := range f.conns {
 		if x == c {
 			return

@@ -39,7 +39,9 @@ type Downstream struct {
 // NewDownstream wraps a client connection whose preface has already been read
 // from br.
 func NewDownstream(nc net.Conn, br *bufio.Reader, cfg *Config, h Handler) *Downstream {
-	return &Downstream{c: newConn(nc, br, cfg, true), h: h}
+	d := &Downstream{c: newConn(nc, fromBufio(nc, br), cfg, true), h: h}
+	d.c.onReset = d.countReset
+	return d
 }
 
 // Serve runs the connection until it closes. It returns nil when the client
@@ -48,9 +50,12 @@ func (d *Downstream) Serve() error {
 	d.c.writePreface()
 	err := d.c.serve(d)
 	d.c.fl.run()
+	// The client is gone: its streams are cancelled at their instances.
+	var fl flusher
 	for _, s := range d.c.teardown() {
-		s.peerReset(d.c, http2.ErrCodeCancel, nil)
+		s.peerReset(d.c, http2.ErrCodeCancel, &fl)
 	}
+	fl.run()
 	close(d.c.done)
 	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
 		return nil

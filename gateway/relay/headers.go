@@ -63,6 +63,10 @@ func parseRequest(in []hpack.HeaderField) (request, error) {
 			continue
 		case connectionSpecific[f.Name]:
 			return r, &malformedError{"connection-specific header " + f.Name + " is not allowed in HTTP/2 (RFC 9113 8.2.2)"}
+		case hopByHop(f.Name):
+			// Proxy-Authorization and friends are for the gateway's own hop; no
+			// credential meant for a proxy reaches an instance.
+			continue
 		case f.Name == "content-type":
 			r.grpc = isGRPC(f.Value)
 		case f.Name == "grpc-timeout":
@@ -97,7 +101,7 @@ func (e *malformedError) Is(t error) bool {
 func filterResponse(in []hpack.HeaderField) []hpack.HeaderField {
 	drop := false
 	for _, f := range in {
-		if connectionSpecific[f.Name] || strings.HasPrefix(f.Name, activator.HeaderPrefix) {
+		if dropFromResponse(f.Name) {
 			drop = true
 			break
 		}
@@ -107,12 +111,20 @@ func filterResponse(in []hpack.HeaderField) []hpack.HeaderField {
 	}
 	out := make([]hpack.HeaderField, 0, len(in))
 	for _, f := range in {
-		if !connectionSpecific[f.Name] && !strings.HasPrefix(f.Name, activator.HeaderPrefix) {
+		if !dropFromResponse(f.Name) {
 			out = append(out, f)
 		}
 	}
 	return out
 }
+
+func dropFromResponse(name string) bool {
+	return connectionSpecific[name] || hopByHop(name) || strings.HasPrefix(name, activator.HeaderPrefix)
+}
+
+// hopByHop are the proxy-* fields (RFC 9110 11.7): meant for one hop, never
+// forwarded.
+func hopByHop(name string) bool { return strings.HasPrefix(name, "proxy-") }
 
 func hasToken(v, tok string) bool {
 	for part := range strings.SplitSeq(v, ",") {

@@ -103,6 +103,7 @@ func (c *conn) connError(code http2.ErrCode, reason string) error {
 
 // streamError resets one stream after a frame on it broke the protocol.
 func (c *conn) streamError(id uint32, code http2.ErrCode) {
+	c.onReset()
 	if s := c.lookup(id); s != nil {
 		s.protocolReset(c, code, &c.fl)
 		return

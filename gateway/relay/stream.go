@@ -220,10 +220,10 @@ func (s *Stream) closeDownLocked(fl *flusher) {
 	d.wmu.Lock()
 	if !s.req.gotEnd {
 		d.writeRSTLocked(s.did, http2.ErrCodeNo)
-		fl.add(d)
 	}
 	delete(d.streams, s.did)
 	d.wmu.Unlock()
+	fl.add(d)
 	s.downClosed = true
 	s.dropReq(fl)
 	// Nothing more will reach the instance: close our side there too.
@@ -245,12 +245,12 @@ func (s *Stream) closeUpLocked(code http2.ErrCode, abort bool, fl *flusher) {
 	u.wmu.Lock()
 	if !(s.req.sentEnd && s.resp.gotEnd) {
 		u.writeRSTLocked(s.uid, code)
-		fl.add(u)
 	}
 	s.req.sentEnd = true
 	delete(u.streams, s.uid)
 	u.retireIfIdleLocked()
 	u.wmu.Unlock()
+	fl.add(u)
 	if abort {
 		s.dropResp(fl)
 	}

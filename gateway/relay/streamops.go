@@ -180,6 +180,11 @@ func (s *Stream) peerReset(c *conn, code http2.ErrCode, fl *flusher) {
 // protocolReset resets the stream on c after c broke the protocol on it. A client
 // gets its reset; an instance's client gets an UNAVAILABLE status.
 func (s *Stream) protocolReset(c *conn, code http2.ErrCode, fl *flusher) {
+	if c == s.down {
+		// A reset the client provoked costs what one it sent does (MadeYouReset,
+		// CVE-2025-8671).
+		c.onReset()
+	}
 	s.mu.Lock()
 	if c == s.down {
 		if !s.downClosed {

@@ -1,7 +1,6 @@
 package relay
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"net"
@@ -40,11 +39,14 @@ func (p *Pool) Forward(s *Stream) {
 	s.pool = p
 	fl := s.fl
 	s.mu.Unlock()
-	p.forward(s, fl)
-	if fl == nil {
-		// Not on a reader goroutine: nobody else will flush what was written.
-		s.flushNow()
+	if fl != nil {
+		// On the client's reader goroutine: its batch flushes what was written.
+		p.forward(s, fl)
+		return
 	}
+	var own flusher
+	p.forward(s, &own)
+	own.run()
 }
 
 func (p *Pool) forward(s *Stream, fl *flusher) {
@@ -55,17 +57,6 @@ func (p *Pool) forward(s *Stream, fl *flusher) {
 		return
 	}
 	p.enqueue(s)
-}
-
-// flushNow flushes both of the stream's connections.
-func (s *Stream) flushNow() {
-	s.mu.Lock()
-	d, u := s.down, s.up
-	s.mu.Unlock()
-	d.flush()
-	if u != nil {
-		u.flush()
-	}
 }
 
 // forwardTo opens s on c and reports whether c took it. A stream that ended while
@@ -119,7 +110,7 @@ func (p *Pool) dial() {
 		nc.Close()
 		err = errors.New(p.closeMsg)
 	default:
-		c = newConn(nc, bufio.NewReaderSize(nc, readBufSize), p.cfg, false)
+		c = newConn(nc, newReader(nc, nil), p.cfg, false)
 		p.cur = c
 		p.conns[c] = struct{}{}
 	}
@@ -238,8 +229,6 @@ func (u *upstream) goAway(f *http2.GoAwayFrame) {
 		s.refused(c, &c.fl)
 	}
 }
-
-const readBufSize = defaultMaxFrame + frameHeaderLen
 
 // retireIfIdleLocked closes a connection that has said or heard GOAWAY once its
 // last stream is gone. The client side is half-closed and left to finish reading

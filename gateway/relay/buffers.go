@@ -1,0 +1,221 @@
+package relay
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"sync"
+	"syscall"
+)
+
+// Buffers are taken from pools while a connection has bytes to move and given
+// back when it has none, so an idle connection holds no buffer at all. Most of
+// the memory a proxy spends per connection is buffers held by connections that
+// are doing nothing; a gateway that pins every client for hours has many.
+
+const (
+	readBufSize  = defaultMaxFrame + frameHeaderLen // one whole frame, so a DATA payload can be peeked in place
+	writeBufSize = 32 << 10
+)
+
+var (
+	readPool  = sync.Pool{New: func() any { b := make([]byte, readBufSize); return &b }}
+	writePool = sync.Pool{New: func() any { b := make([]byte, 0, writeBufSize); return &b }}
+)
+
+// reader is a buffered reader over a connection that gives its buffer back to the
+// pool whenever it is empty, and waits for the connection to become readable
+// before taking one again.
+type reader struct {
+	nc   net.Conn
+	raw  syscall.RawConn // nil when the connection offers none (TLS)
+	buf  *[]byte
+	r, w int
+}
+
+func newReader(nc net.Conn, leftover []byte) *reader {
+	rd := &reader{nc: nc}
+	if sc, ok := nc.(syscall.Conn); ok {
+		rd.raw, _ = sc.SyscallConn()
+	}
+	if len(leftover) > 0 {
+		rd.take()
+		rd.w = copy(*rd.buf, leftover)
+	}
+	return rd
+}
+
+// fromBufio hands over what a bufio.Reader has read ahead.
+func fromBufio(nc net.Conn, br *bufio.Reader) *reader {
+	if br == nil {
+		return newReader(nc, nil)
+	}
+	b, _ := br.Peek(br.Buffered())
+	return newReader(nc, b)
+}
+
+func (rd *reader) take() {
+	if rd.buf == nil {
+		rd.buf = readPool.Get().(*[]byte)
+	}
+}
+
+func (rd *reader) release() {
+	if rd.buf != nil && rd.r == rd.w {
+		readPool.Put(rd.buf)
+		rd.buf, rd.r, rd.w = nil, 0, 0
+	}
+}
+
+// Buffered is how many bytes can be read without touching the connection.
+func (rd *reader) Buffered() int { return rd.w - rd.r }
+
+// Size is the most Peek can return.
+func (rd *reader) Size() int { return readBufSize }
+
+// fill reads more from the connection, keeping what is buffered.
+func (rd *reader) fill() error {
+	if rd.r == rd.w {
+		rd.release()
+	}
+	if rd.raw == nil || rd.buf != nil {
+		return rd.readInto()
+	}
+	// Empty: read inside the runtime's poller callback, so that the buffer is
+	// taken only when the socket has data and given back before parking. That
+	// is one read(2) per wake-up, as a plain Read does, with no buffer held while
+	// the connection is idle. (A callback that parks first and reads after would
+	// lose a wake-up: the poller forgets readiness it saw before the wait.)
+	var (
+		n    int
+		rerr error
+	)
+	err := rd.raw.Read(func(fd uintptr) bool {
+		rd.take()
+		for {
+			n, rerr = syscall.Read(int(fd), (*rd.buf)[rd.w:])
+			if rerr != syscall.EINTR {
+				break
+			}
+		}
+		if rerr == syscall.EAGAIN {
+			rd.release()
+			return false
+		}
+		return true
+	})
+	switch {
+	case err != nil:
+		return err
+	case rerr != nil:
+		return rerr
+	case n <= 0:
+		return io.EOF
+	}
+	rd.w += n
+	return nil
+}
+
+// readInto reads into the buffer that holds a partial frame, through the
+// connection's own Read (TLS, or a reader that must keep what it has).
+func (rd *reader) readInto() error {
+	rd.take()
+	b := *rd.buf
+	if rd.r > 0 {
+		copy(b, b[rd.r:rd.w])
+		rd.w -= rd.r
+		rd.r = 0
+	}
+	n, err := rd.nc.Read(b[rd.w:])
+	rd.w += n
+	if n > 0 {
+		return nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
+}
+
+func (rd *reader) Read(p []byte) (int, error) {
+	if rd.r == rd.w {
+		if err := rd.fill(); err != nil {
+			return 0, err
+		}
+	}
+	n := copy(p, (*rd.buf)[rd.r:rd.w])
+	rd.r += n
+	if rd.r == rd.w {
+		rd.release()
+	}
+	return n, nil
+}
+
+// Peek returns the next n bytes without consuming them. n must not be more than
+// Size. The slice is valid until the next read.
+func (rd *reader) Peek(n int) ([]byte, error) {
+	if n == 0 {
+		// An empty DATA frame (END_STREAM alone) has no payload to wait for.
+		return nil, nil
+	}
+	for rd.w-rd.r < n {
+		if err := rd.fill(); err != nil {
+			return nil, err
+		}
+	}
+	return (*rd.buf)[rd.r : rd.r+n], nil
+}
+
+// Discard consumes n buffered bytes.
+func (rd *reader) Discard(n int) {
+	rd.r += n
+	if rd.r == rd.w {
+		rd.release()
+	}
+}
+
+// writer buffers frames for a connection; it is used under the connection's wmu.
+// Its buffer comes from the pool at the first write after a flush and goes back
+// at the flush.
+type writer struct {
+	nc  net.Conn
+	buf *[]byte
+}
+
+func (w *writer) Write(p []byte) (int, error) {
+	if w.buf == nil {
+		w.buf = writePool.Get().(*[]byte)
+	}
+	b := *w.buf
+	if len(b)+len(p) > cap(b) {
+		if err := w.Flush(); err != nil {
+			return 0, err
+		}
+		if len(p) >= writeBufSize {
+			// Larger than the buffer: one write of its own, no copy.
+			return w.nc.Write(p)
+		}
+		w.buf = writePool.Get().(*[]byte)
+		b = *w.buf
+	}
+	*w.buf = append(b, p...)
+	return len(p), nil
+}
+
+func (w *writer) WriteString(s string) (int, error) { return w.Write([]byte(s)) }
+
+// Flush writes what is buffered and returns the buffer to the pool.
+func (w *writer) Flush() error {
+	if w.buf == nil {
+		return nil
+	}
+	b := *w.buf
+	var err error
+	if len(b) > 0 {
+		_, err = w.nc.Write(b)
+	}
+	*w.buf = b[:0]
+	writePool.Put(w.buf)
+	w.buf = nil
+	return err
+}
