@@ -24,9 +24,13 @@ const DefaultStopGrace = 5 * time.Second
 // Readiness probe backoff. An instance on loopback usually binds its port within
 // milliseconds of exec, so a fixed half-second poll would dominate the cold start;
 // a loopback connect that is refused costs a few microseconds, so probing this
-// often is cheap.
+// often is cheap. The gap between probes is what a ready instance waits to be
+// found, so it stays at most probeFastMax through the first probeFastFor, when
+// most instances come up, and only then grows to probeMaxDelay.
 const (
 	probeFirstDelay = 250 * time.Microsecond
+	probeFastMax    = time.Millisecond
+	probeFastFor    = time.Second
 	probeMaxDelay   = 5 * time.Millisecond
 )
 
@@ -212,7 +216,14 @@ func (r *Runtime) probeUntilReady(ctx context.Context, in *instance) bool {
 
 	timer := time.NewTimer(probeFirstDelay)
 	timer.Stop()
-	for delay := probeFirstDelay; ; delay = min(delay*3/2, probeMaxDelay) {
+	fastUntil := time.Now().Add(probeFastFor)
+	next := func(delay time.Duration) time.Duration {
+		if time.Now().Before(fastUntil) {
+			return min(delay*3/2, probeFastMax)
+		}
+		return min(delay*3/2, probeMaxDelay)
+	}
+	for delay := probeFirstDelay; ; delay = next(delay) {
 		if r.probe.Probe(pctx, in.addr) == nil {
 			return true
 		}
