@@ -42,6 +42,9 @@ type Template struct {
 	Port      int32 // its gRPC port
 }
 
+// serving is the name of the container that serves gRPC.
+func (t *Template) serving() string { return t.Spec.Spec.Containers[t.Container].Name }
+
 // LoadTemplate reads a YAML file holding a Pod, a PodTemplate or a bare
 // PodTemplateSpec (TETHER_POD_TEMPLATE). port, if not 0, is TETHER_POD_PORT.
 func LoadTemplate(path string, port int32) (*Template, error) {
@@ -128,13 +131,19 @@ func newTemplate(spec corev1.PodTemplateSpec, port int32) (*Template, error) {
 func Build(t *Template, namespace string, spec activator.Spec) *corev1.Pod {
 	tmpl := t.Spec.DeepCopy()
 	pod := &corev1.Pod{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
-		ObjectMeta: tmpl.ObjectMeta,
-		Spec:       tmpl.Spec,
+		TypeMeta: metav1.TypeMeta{APIVersion: "v1", Kind: "Pod"},
+		// Only what an author writes is kept: a template saved from a live pod
+		// (kubectl get -o yaml) also carries a resourceVersion, a uid and the
+		// like, and the API server refuses to create a pod with a resourceVersion.
+		ObjectMeta: metav1.ObjectMeta{
+			GenerateName: tmpl.GenerateName,
+			Namespace:    namespace,
+			Labels:       tmpl.Labels,
+			Annotations:  tmpl.Annotations,
+		},
+		Spec: tmpl.Spec,
 	}
-	pod.Name = ""
-	pod.Namespace = namespace
-	prefix := tmpl.GenerateName
+	prefix := pod.GenerateName
 	if prefix == "" {
 		prefix = defaultGenerate
 	}

@@ -46,11 +46,15 @@ type Runtime struct {
 	informer cache.SharedIndexInformer
 	lister   listers.PodLister
 
-	mu      sync.Mutex
-	watch   map[string]func(p *corev1.Pod, deleted bool) // by pod name
-	closed  bool
-	deletes sync.WaitGroup
-	stop    chan struct{}
+	mu       sync.Mutex
+	watch    map[string]func(p *corev1.Pod, deleted bool) // by session id
+	closed   bool
+	deletes  sync.WaitGroup
+	stop     chan struct{} // closed when Close gives up on the deletes still retrying
+	stopOnce sync.Once
+
+	stopInformer context.CancelFunc
+	informerDone chan struct{} // closed when the informer has stopped
 }
 
 // New returns a runtime that creates pods with client.
@@ -82,21 +86,47 @@ func New(client kubernetes.Interface, cfg Config) *Runtime {
 	return r
 }
 
-// Sync starts the informer and returns once its cache holds every managed pod.
-// The informer runs until ctx ends.
+// Sync starts the informer and returns once its cache holds every managed pod,
+// or when ctx ends. ctx bounds only the wait: the informer runs until Close,
+// since the runtime is deaf without it. (It used to run until ctx ended, and a
+// caller that bounded Sync with a timeout, as the gateway does, stopped every
+// watch the moment Sync returned: no activation ever saw its pod become ready.)
+// After a failed Sync the runtime is stopped.
 func (r *Runtime) Sync(ctx context.Context) error {
-	go r.informer.RunWithContext(ctx)
+	r.mu.Lock()
+	if r.informerDone == nil && !r.closed {
+		ictx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		r.stopInformer, r.informerDone = cancel, done
+		go func() {
+			defer close(done)
+			r.informer.RunWithContext(ictx)
+		}()
+	}
+	r.mu.Unlock()
 	if !cache.WaitForCacheSync(ctx.Done(), r.informer.HasSynced) {
+		r.haltInformer()
 		return &activator.RuntimeError{Op: "watching pods in namespace " + r.cfg.Namespace, Err: ctx.Err()}
 	}
 	return nil
 }
 
+// haltInformer stops the informer and waits for it to return.
+func (r *Runtime) haltInformer() {
+	r.mu.Lock()
+	stop, done := r.stopInformer, r.informerDone
+	r.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-done
+	}
+}
+
 // Synced reports whether the pod cache has synced.
 func (r *Runtime) Synced() bool { return r.informer.HasSynced() }
 
-// dispatch hands a pod event to whoever watches that pod. It runs on the
-// informer's goroutine, so watchers only record and signal; they never block.
+// dispatch hands a pod event to whoever watches that pod's session. It runs on
+// the informer's goroutine, so watchers only record and signal; they never block.
 func (r *Runtime) dispatch(obj any, deleted bool) {
 	p, ok := obj.(*corev1.Pod)
 	if !ok {
@@ -111,19 +141,22 @@ func (r *Runtime) dispatch(obj any, deleted bool) {
 		deleted = true
 	}
 	r.mu.Lock()
-	f := r.watch[p.Name]
+	f := r.watch[p.Labels[LabelSession]]
 	r.mu.Unlock()
 	if f != nil {
 		f(p, deleted)
 	}
 }
 
-func (r *Runtime) setWatch(name string, f func(*corev1.Pod, bool)) {
+// setWatch sets who hears the events of a session's pods; nil stops them.
+// Watches are keyed by session, not by pod name, so that Start can listen
+// before the API server has named the pod.
+func (r *Runtime) setWatch(session string, f func(*corev1.Pod, bool)) {
 	r.mu.Lock()
 	if f == nil {
-		delete(r.watch, name)
+		delete(r.watch, session)
 	} else {
-		r.watch[name] = f
+		r.watch[session] = f
 	}
 	r.mu.Unlock()
 }
@@ -132,10 +165,32 @@ func (r *Runtime) setWatch(name string, f func(*corev1.Pod, bool)) {
 // or has failed for good. A pod that fails is deleted before Start returns its
 // error; so is one whose wait ends with ctx.
 func (r *Runtime) Start(ctx context.Context, spec activator.Spec) (activator.Instance, error) {
+	// Listen before creating: the pod's first events, even its deletion, may
+	// come before the create returns, and a pod that is gone by then leaves no
+	// trace in the cache.
+	type seen struct {
+		pod     *corev1.Pod
+		deleted bool
+	}
+	var (
+		mu      sync.Mutex
+		pods    = map[types.UID]seen{} // the session's pods as last seen; normally one
+		changed = make(chan struct{}, 1)
+	)
+	r.setWatch(spec.Session, func(p *corev1.Pod, deleted bool) {
+		mu.Lock()
+		pods[p.UID] = seen{p, deleted || pods[p.UID].deleted}
+		mu.Unlock()
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	})
 	pod := Build(r.cfg.Template, r.cfg.Namespace, spec)
 	spec.Report(activator.PhaseRequested, "creating pod")
 	created, err := r.client.CoreV1().Pods(r.cfg.Namespace).Create(ctx, pod, metav1.CreateOptions{})
 	if err != nil {
+		r.setWatch(spec.Session, nil)
 		if ctx.Err() != nil {
 			// The create may have reached the API server even though its answer did
 			// not reach us: remove whatever carries this session's label.
@@ -147,37 +202,6 @@ func (r *Runtime) Start(ctx context.Context, spec activator.Spec) (activator.Ins
 	name, uid := created.Name, created.UID
 	log := r.log.With("session", spec.Session, "pod", name)
 	log.Debug("pod created")
-
-	var (
-		mu      sync.Mutex
-		latest  *corev1.Pod
-		gone    bool
-		changed = make(chan struct{}, 1)
-	)
-	r.setWatch(name, func(p *corev1.Pod, deleted bool) {
-		if p.UID != uid {
-			return
-		}
-		mu.Lock()
-		latest, gone = p, gone || deleted
-		mu.Unlock()
-		select {
-		case changed <- struct{}{}:
-		default:
-		}
-	})
-	// The informer may have seen the pod before the watch was set.
-	if p, err := r.lister.Pods(r.cfg.Namespace).Get(name); err == nil && p.UID == uid {
-		mu.Lock()
-		if latest == nil {
-			latest = p
-		}
-		mu.Unlock()
-		select {
-		case changed <- struct{}{}:
-		default:
-		}
-	}
 
 	order := []activator.Phase{activator.PhaseRequested, activator.PhaseScheduled, activator.PhaseStarted, activator.PhaseReady}
 	reported, lastDetail := 0, ""
@@ -200,30 +224,29 @@ func (r *Runtime) Start(ctx context.Context, spec activator.Spec) (activator.Ins
 		select {
 		case <-changed:
 			mu.Lock()
-			p, deleted := latest, gone
+			last := pods[uid]
 			mu.Unlock()
-			if deleted {
-				r.setWatch(name, nil)
+			if last.deleted {
+				r.setWatch(spec.Session, nil)
 				return nil, &activator.StartError{Instance: name, Reason: "pod was deleted while it started"}
 			}
-			if p == nil {
+			if last.pod == nil {
 				continue
 			}
-			st := classifyStart(p)
+			st := classifyStart(last.pod)
 			if st.failed != nil {
-				r.setWatch(name, nil)
-				r.deleteLater(name, uid, "failed to start")
+				r.setWatch(spec.Session, nil)
+				r.deleteLater(name, uid, noGrace, "failed to start")
 				log.Info("pod failed to start", "err", st.failed)
 				return nil, st.failed
 			}
 			report(st)
 			if st.ready {
-				inst := r.adopt(p)
-				return inst, nil
+				return r.adopt(last.pod), nil
 			}
 		case <-ctx.Done():
-			r.setWatch(name, nil)
-			r.deleteLater(name, uid, "activation abandoned")
+			r.setWatch(spec.Session, nil)
+			r.deleteLater(name, uid, noGrace, "activation abandoned")
 			return nil, ctx.Err()
 		}
 	}
@@ -231,9 +254,10 @@ func (r *Runtime) Start(ctx context.Context, spec activator.Spec) (activator.Ins
 
 // instance is a pod serving a session.
 type instance struct {
-	name string
-	uid  types.UID
-	addr string
+	name    string
+	uid     types.UID
+	session string
+	addr    string
 
 	once sync.Once
 	done chan struct{}
@@ -260,34 +284,52 @@ func (i *instance) end(reason string) {
 }
 
 // adopt turns a serving pod into an instance whose Done closes when the pod goes
-// away: deleted, evicted, failed, or its container restarted.
+// away: deleted, evicted, failed, or its serving container restarted.
 func (r *Runtime) adopt(p *corev1.Pod) *instance {
 	inst := &instance{
-		name: p.Name,
-		uid:  p.UID,
-		addr: net.JoinHostPort(p.Status.PodIP, strconv.Itoa(int(r.cfg.Template.Port))),
-		done: make(chan struct{}),
+		name:    p.Name,
+		uid:     p.UID,
+		session: p.Labels[LabelSession],
+		addr:    net.JoinHostPort(p.Status.PodIP, strconv.Itoa(int(r.cfg.Template.Port))),
+		done:    make(chan struct{}),
 	}
-	restarts := restartCount(p)
-	r.setWatch(p.Name, func(p *corev1.Pod, deleted bool) {
-		if p.UID != inst.uid {
-			return
-		}
-		if deleted {
-			r.setWatch(p.Name, nil)
-			inst.end("pod " + p.Name + " was deleted")
-			return
-		}
-		if reason := goneReason(p, restarts); reason != "" {
-			inst.end(reason)
-			if p.DeletionTimestamp == nil {
-				// A pod that failed or lost its state is of no more use; one already
-				// terminating keeps the grace period it was given.
-				r.deleteLater(p.Name, p.UID, reason)
-			}
+	r.setWatch(inst.session, func(p *corev1.Pod, deleted bool) {
+		if p.UID == inst.uid {
+			r.observe(inst, p, deleted)
 		}
 	})
+	// Events that arrived between the one that made the pod ready (or the list
+	// that found it) and the watch above went to no one, but the cache has
+	// already applied them, so a pod deleted meanwhile is not missed (case B27).
+	if cur, err := r.lister.Pods(r.cfg.Namespace).Get(p.Name); err != nil || cur.UID != inst.uid {
+		r.observe(inst, p, true)
+	} else {
+		r.observe(inst, cur, false)
+	}
 	return inst
+}
+
+// observe ends inst if its pod, as last seen, no longer serves. It runs on the
+// informer's goroutine (and once in adopt), so it must not block.
+func (r *Runtime) observe(inst *instance, p *corev1.Pod, deleted bool) {
+	if deleted {
+		r.setWatch(inst.session, nil)
+		inst.end("pod " + inst.name + " was deleted")
+		return
+	}
+	select {
+	case <-inst.done:
+		return // already ended; its delete, if any, is under way
+	default:
+	}
+	if reason := goneReason(p, r.cfg.Template.serving()); reason != "" {
+		inst.end(reason)
+		if p.DeletionTimestamp == nil {
+			// A pod that failed or lost its state is of no more use; one already
+			// terminating keeps the grace period it was given.
+			r.deleteLater(p.Name, p.UID, noGrace, reason)
+		}
+	}
 }
 
 // Stop deletes the instance's pod, with a UID precondition so that a pod that
@@ -298,14 +340,34 @@ func (r *Runtime) Stop(ctx context.Context, inst activator.Instance, reason stri
 	if !ok {
 		return errors.New("not a pod of this runtime")
 	}
+	// Close waits for this delete too: a gateway that stops right after ending a
+	// session must not exit with its delete still in flight.
+	if r.begin() {
+		defer r.deletes.Done()
+	}
 	err := r.delete(ctx, i.name, i.uid, nil)
 	if err != nil {
-		r.deleteLater(i.name, i.uid, reason)
+		r.deleteLater(i.name, i.uid, nil, reason)
 		return apiError("deleting pod "+i.name, err)
 	}
 	r.log.Info("pod deleted", "pod", i.name, "reason", reason)
 	return nil
 }
+
+// begin counts a delete that Close must wait for, unless Close has begun.
+func (r *Runtime) begin() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return false
+	}
+	r.deletes.Add(1)
+	return true
+}
+
+// noGrace deletes a pod that has nothing left to finish (it failed, was never
+// handed out, or lost its state) without a grace period.
+var noGrace = new(int64)
 
 func (r *Runtime) delete(ctx context.Context, name string, uid types.UID, grace *int64) error {
 	ctx, cancel := context.WithTimeout(ctx, r.cfg.DeleteTimeout)
@@ -322,56 +384,52 @@ func (r *Runtime) delete(ctx context.Context, name string, uid types.UID, grace 
 
 // deleteLater deletes a pod in the background at once, retrying with backoff until
 // the delete lands or the pod is gone, so an API outage delays a delete but
-// never loses it. A pod that failed has nothing to finish: no grace period.
-func (r *Runtime) deleteLater(name string, uid types.UID, reason string) {
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
-		return
-	}
-	r.deletes.Add(1)
-	r.mu.Unlock()
-	go func() {
-		defer r.deletes.Done()
-		zero := int64(0)
-		backoff := 100 * time.Millisecond
-		for {
-			err := r.delete(context.Background(), name, uid, &zero)
-			if err == nil {
-				r.log.Debug("pod deleted", "pod", name, "reason", reason)
-				return
-			}
-			r.log.Warn("deleting pod failed; will retry", "pod", name, "err", err, "retry_in", backoff)
-			select {
-			case <-time.After(backoff):
-			case <-r.stop:
-				return
-			}
-			backoff = min(backoff*2, 10*time.Second)
-		}
-	}()
+// never loses it. grace nil is the pod's own grace period.
+func (r *Runtime) deleteLater(name string, uid types.UID, grace *int64, reason string) {
+	r.retry("deleting pod "+name, func(ctx context.Context) error {
+		return r.delete(ctx, name, uid, grace)
+	}, func() {
+		r.log.Debug("pod deleted", "pod", name, "reason", reason)
+	})
 }
 
 // deleteSession deletes every pod labelled with a session, for a create whose
-// outcome is unknown.
+// outcome is unknown: the request may have reached the API server even though
+// its answer did not reach us.
 func (r *Runtime) deleteSession(session string) {
-	r.mu.Lock()
-	if r.closed {
-		r.mu.Unlock()
+	r.retry("deleting the pods of session "+session+" after an interrupted create", func(ctx context.Context) error {
+		ctx, cancel := context.WithTimeout(ctx, r.cfg.DeleteTimeout)
+		defer cancel()
+		return r.client.CoreV1().Pods(r.cfg.Namespace).DeleteCollection(ctx,
+			metav1.DeleteOptions{GracePeriodSeconds: noGrace},
+			metav1.ListOptions{LabelSelector: managedSelector + "," + LabelSession + "=" + session})
+	}, func() {})
+}
+
+// retry runs op in the background until it succeeds, with a backoff that
+// doubles up to 10s, or until Close gives up on it; then it calls done.
+func (r *Runtime) retry(what string, op func(context.Context) error, done func()) {
+	if !r.begin() {
 		return
 	}
-	r.deletes.Add(1)
-	r.mu.Unlock()
 	go func() {
 		defer r.deletes.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), r.cfg.DeleteTimeout)
-		defer cancel()
-		zero := int64(0)
-		err := r.client.CoreV1().Pods(r.cfg.Namespace).DeleteCollection(ctx,
-			metav1.DeleteOptions{GracePeriodSeconds: &zero},
-			metav1.ListOptions{LabelSelector: managedSelector + "," + LabelSession + "=" + session})
-		if err != nil {
-			r.log.Warn("cleaning up after an interrupted create failed", "session", session, "err", err)
+		backoff := 100 * time.Millisecond
+		for {
+			err := op(context.Background())
+			if err == nil {
+				done()
+				return
+			}
+			r.log.Warn(what+" failed; will retry", "err", err, "retry_in", backoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-r.stop:
+				t.Stop()
+				return
+			}
+			backoff = min(backoff*2, 10*time.Second)
 		}
 	}()
 }
@@ -390,10 +448,10 @@ func (r *Runtime) Survivors() []activator.Survivor {
 		rec, err := ReadRecord(p)
 		switch {
 		case err != nil:
-			r.deleteLater(p.Name, p.UID, "unreadable session record: "+err.Error())
+			r.deleteLater(p.Name, p.UID, noGrace, "unreadable session record: "+err.Error())
 			continue
-		case p.Status.PodIP == "" || p.Status.Phase != corev1.PodRunning || goneReason(p, restartCount(p)) != "":
-			r.deleteLater(p.Name, p.UID, "was not serving when the gateway started")
+		case p.Status.PodIP == "" || p.Status.Phase != corev1.PodRunning || goneReason(p, r.cfg.Template.serving()) != "":
+			r.deleteLater(p.Name, p.UID, noGrace, "was not serving when the gateway started")
 			continue
 		}
 		out = append(out, activator.Survivor{
@@ -405,19 +463,21 @@ func (r *Runtime) Survivors() []activator.Survivor {
 	return out
 }
 
-// Close stops retrying deletes after waiting up to ctx for them to land. Pods of
-// live sessions stay: the next gateway adopts them.
+// Close waits up to ctx for the deletes still retrying to land, then gives up on
+// them and stops the informer. Pods of live sessions stay: the next gateway
+// adopts them.
 func (r *Runtime) Close(ctx context.Context) error {
 	r.mu.Lock()
 	r.closed = true
 	r.mu.Unlock()
+	defer r.haltInformer()
 	done := make(chan struct{})
 	go func() { r.deletes.Wait(); close(done) }()
 	select {
 	case <-done:
 		return nil
 	case <-ctx.Done():
-		close(r.stop)
+		r.stopOnce.Do(func() { close(r.stop) })
 		<-done
 		return errors.New("some pod deletes had not landed when the gateway stopped; the next gateway deletes them")
 	}

@@ -1,7 +1,6 @@
 package kube
 
 import (
-	"fmt"
 	"strconv"
 	"strings"
 
@@ -41,12 +40,8 @@ func classifyStart(p *corev1.Pod) startState {
 	if p.DeletionTimestamp != nil {
 		return fail("pod is being deleted")
 	}
-	switch p.Status.Phase {
-	case corev1.PodFailed, corev1.PodSucceeded:
-		if r := terminatedReason(p); r != "" {
-			return fail(r)
-		}
-		return fail("pod " + strings.ToLower(string(p.Status.Phase)) + podReason(p))
+	if ended := podEnded(p); ended != "" {
+		return fail("pod " + ended)
 	}
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodScheduled && c.Status == corev1.ConditionFalse && c.Reason == corev1.PodReasonUnschedulable {
@@ -55,22 +50,19 @@ func classifyStart(p *corev1.Pod) startState {
 			return startState{failed: &activator.CapacityError{Reason: c.Message}}
 		}
 	}
-	for _, cs := range allStatuses(p) {
-		if w := cs.State.Waiting; w != nil && waitingFatal[w.Reason] {
-			msg := w.Reason
-			if w.Message != "" {
-				msg += ": " + w.Message
-			}
-			if t := cs.LastTerminationState.Terminated; t != nil {
-				msg += " (last " + exitText(t) + ")"
-			}
-			return fail("container " + cs.Name + ": " + msg)
+	for _, cs := range p.Status.InitContainerStatuses {
+		if t := cs.State.Terminated; t != nil && t.ExitCode == 0 {
+			// An init container that finished its job is how a pod with init
+			// containers starts, not a failure.
+			continue
 		}
-		if t := cs.State.Terminated; t != nil {
-			return fail("container " + cs.Name + " " + exitText(t) + " before it was ready")
+		if r := startFailure(cs); r != "" {
+			return fail(r)
 		}
-		if t := cs.LastTerminationState.Terminated; t != nil && cs.RestartCount > 0 {
-			return fail("container " + cs.Name + " " + exitText(t) + " before it was ready and was restarted")
+	}
+	for _, cs := range p.Status.ContainerStatuses {
+		if r := startFailure(cs); r != "" {
+			return fail(r)
 		}
 	}
 
@@ -92,45 +84,97 @@ func classifyStart(p *corev1.Pod) startState {
 	return st
 }
 
+// startFailure says why a container of a pod that has not been ready yet can
+// never make it ready, or "" if it still may.
+func startFailure(cs corev1.ContainerStatus) string {
+	if w := cs.State.Waiting; w != nil && waitingFatal[w.Reason] {
+		msg := w.Reason
+		if w.Message != "" {
+			msg += ": " + w.Message
+		}
+		if t := cs.LastTerminationState.Terminated; t != nil {
+			msg += " (last " + exitText(t) + ")"
+		}
+		return "container " + cs.Name + ": " + msg
+	}
+	if t := cs.State.Terminated; t != nil {
+		return "container " + cs.Name + " ended before it was ready: " + exitText(t)
+	}
+	if t := cs.LastTerminationState.Terminated; t != nil && cs.RestartCount > 0 {
+		return "container " + cs.Name + " was restarted before it was ready, after " + exitText(t)
+	}
+	return ""
+}
+
 // goneReason says why a pod that was serving no longer is, or "" if it still is.
-// A pod that is merely not ready for a moment (a failing readiness probe) still is:
-// its session's state is intact.
-func goneReason(p *corev1.Pod, restarts int32) string {
+// serving names the container that serves the session: the session's state lives
+// in its process, so its end or restart ends the session, while a sidecar that
+// restarts does not. A pod that is merely not ready for a moment (a failing
+// readiness probe) still serves: its session's state is intact.
+//
+// The serving container had not restarted when its pod became ready (a restart
+// before that fails the start), so any restart since then lost the state.
+func goneReason(p *corev1.Pod, serving string) string {
 	if p.DeletionTimestamp != nil {
 		return "pod " + p.Name + " is being deleted"
 	}
-	switch p.Status.Phase {
-	case corev1.PodFailed, corev1.PodSucceeded:
-		if r := terminatedReason(p); r != "" {
-			return "pod " + p.Name + ": " + r
-		}
-		return "pod " + p.Name + " " + strings.ToLower(string(p.Status.Phase)) + podReason(p)
+	if ended := podEnded(p); ended != "" {
+		return "pod " + p.Name + " " + ended
 	}
-	for _, cs := range allStatuses(p) {
-		if cs.RestartCount > restarts {
-			reason := "restarted"
+	for _, cs := range p.Status.ContainerStatuses {
+		if cs.Name != serving {
+			continue
+		}
+		if cs.RestartCount > 0 {
+			reason := "container " + cs.Name + " was restarted"
 			if t := cs.LastTerminationState.Terminated; t != nil {
-				reason = exitText(t) + " and was restarted"
+				reason += " after " + exitText(t)
 			}
-			return "container " + cs.Name + " " + reason + "; the session's state is lost"
+			return reason + "; the session's state is lost"
 		}
 		if t := cs.State.Terminated; t != nil {
-			return "container " + cs.Name + " " + exitText(t)
+			return "container " + cs.Name + " ended: " + exitText(t)
 		}
 	}
 	return ""
 }
 
-func restartCount(p *corev1.Pod) int32 {
-	var n int32
-	for _, cs := range allStatuses(p) {
-		n = max(n, cs.RestartCount)
+// podEnded says how a pod in a terminal phase ended ("failed: Evicted: ...;
+// container c ended: exit code 137 (Error)"), or "" if it has not.
+func podEnded(p *corev1.Pod) string {
+	if p.Status.Phase != corev1.PodFailed && p.Status.Phase != corev1.PodSucceeded {
+		return ""
 	}
-	return n
+	s := strings.ToLower(string(p.Status.Phase))
+	if p.Status.Reason != "" {
+		s += ": " + p.Status.Reason // Evicted, NodeLost
+	}
+	if p.Status.Message != "" {
+		s += ": " + p.Status.Message
+	}
+	if cs := endedContainer(p); cs != nil {
+		s += "; container " + cs.Name + " ended: " + exitText(cs.State.Terminated)
+	}
+	return s
 }
 
-func allStatuses(p *corev1.Pod) []corev1.ContainerStatus {
-	return append(append([]corev1.ContainerStatus(nil), p.Status.InitContainerStatuses...), p.Status.ContainerStatuses...)
+// endedContainer picks the container whose end explains a pod's: the first that
+// failed, else the first regular container that ended. A completed init
+// container explains nothing.
+func endedContainer(p *corev1.Pod) *corev1.ContainerStatus {
+	for _, list := range [][]corev1.ContainerStatus{p.Status.InitContainerStatuses, p.Status.ContainerStatuses} {
+		for i := range list {
+			if t := list[i].State.Terminated; t != nil && t.ExitCode != 0 {
+				return &list[i]
+			}
+		}
+	}
+	for i := range p.Status.ContainerStatuses {
+		if p.Status.ContainerStatuses[i].State.Terminated != nil {
+			return &p.Status.ContainerStatuses[i]
+		}
+	}
+	return nil
 }
 
 func isReady(p *corev1.Pod) bool {
@@ -142,31 +186,12 @@ func isReady(p *corev1.Pod) bool {
 	return false
 }
 
-func terminatedReason(p *corev1.Pod) string {
-	for _, cs := range allStatuses(p) {
-		if t := cs.State.Terminated; t != nil {
-			return "container " + cs.Name + " " + exitText(t)
-		}
-	}
-	return ""
-}
-
-func podReason(p *corev1.Pod) string {
-	s := ""
-	if p.Status.Reason != "" {
-		s += ": " + p.Status.Reason // Evicted, NodeLost
-	}
-	if p.Status.Message != "" {
-		s += ": " + p.Status.Message
-	}
-	return s
-}
-
-// exitText is how a container ended: "exited with code 1 (Error): <message>".
+// exitText is how a container ended, in the words the local runtime uses:
+// "exit code 1 (Error): <message>", "killed by signal 9 (OOMKilled)".
 func exitText(t *corev1.ContainerStateTerminated) string {
-	s := "exited with code " + strconv.Itoa(int(t.ExitCode))
+	s := "exit code " + strconv.Itoa(int(t.ExitCode))
 	if t.Signal != 0 {
-		s = fmt.Sprintf("was killed by signal %d", t.Signal)
+		s = "killed by signal " + strconv.Itoa(int(t.Signal))
 	}
 	if t.Reason != "" {
 		s += " (" + t.Reason + ")"

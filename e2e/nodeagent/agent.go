@@ -108,6 +108,13 @@ type Agent struct {
 	ipPrefix string
 	ipSeq    int
 	pids     map[string]int // "uid/container" -> pid of the running process
+	readyAt  map[types.UID]readyMark
+}
+
+// readyMark is when a pod was reported Ready; final once the write landed.
+type readyMark struct {
+	at    time.Time
+	final bool
 }
 
 // Start registers the nodes, marks them Ready without the not-ready taint, and
@@ -151,6 +158,7 @@ func Start(ctx context.Context, opts Options) (*Agent, error) {
 		finished: map[types.UID]bool{},
 		ipPrefix: opts.IPPrefix,
 		pids:     map[string]int{},
+		readyAt:  map[types.UID]readyMark{},
 		logDir:   opts.LogDir,
 	}
 	if a.logDir == "" {
@@ -227,6 +235,28 @@ func (a *Agent) PID(uid types.UID, container string) (int, bool) {
 	defer a.mu.Unlock()
 	pid, ok := a.pids[string(uid)+"/"+container]
 	return pid, ok
+}
+
+// ReadyAt returns when the agent reported the pod Ready: the time it sent the
+// status write that first set the Ready condition to True. Later readiness flaps
+// do not move it. It is on this machine's clock, so a test can compare it with
+// what the pod's process recorded.
+func (a *Agent) ReadyAt(uid types.UID) (time.Time, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	m, ok := a.readyAt[uid]
+	return m.at, ok
+}
+
+// markReady records a status write that sets the pod Ready: before it is sent
+// (final false, replaced by the next attempt if it fails), and once it landed.
+func (a *Agent) markReady(uid types.UID, t time.Time, final bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.readyAt[uid].final {
+		return
+	}
+	a.readyAt[uid] = readyMark{at: t, final: final}
 }
 
 func (a *Agent) setPID(uid types.UID, container string, pid int) {

@@ -286,6 +286,15 @@ func (w *podWorker) sync() {
 		}
 		pod := w.pod.DeepCopy()
 		pod.Status = want
+		// The moment the agent reports the pod Ready, taken just before the write
+		// that carries it, for tests that measure what happens after Ready. It is
+		// recorded before the write, since a watcher may see the pod Ready before
+		// the write's answer reaches the agent, and confirmed once it lands.
+		var becameReady time.Time
+		if podReady(want) && (w.written == nil || !podReady(*w.written)) {
+			becameReady = time.Now()
+			w.a.markReady(w.uid, becameReady, false)
+		}
 		ctx, cancel := context.WithTimeout(w.a.ctx, apiTimeout)
 		updated, err := pods.UpdateStatus(ctx, pod, metav1.UpdateOptions{})
 		if apierrors.IsConflict(err) {
@@ -311,9 +320,21 @@ func (w *podWorker) sync() {
 		}
 		w.pod = updated
 		w.written = &want
+		if !becameReady.IsZero() {
+			w.a.markReady(w.uid, becameReady, true)
+		}
 		return
 	}
 	w.retry = time.After(time.Second)
+}
+
+func podReady(st corev1.PodStatus) bool {
+	for _, c := range st.Conditions {
+		if c.Type == corev1.PodReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
 }
 
 // status computes the pod status to report from the containers' state.
