@@ -20,6 +20,8 @@ help: ## list the targets
 
 GRPCURL_VERSION      := v1.9.4
 GRPCURL              := $(TOOLS)/grpcurl-$(GRPCURL_VERSION)/grpcurl
+HELM_VERSION         := v4.3.2
+HELM                 := $(TOOLS)/helm-$(HELM_VERSION)/helm
 LISTEN               ?= :8080
 CALL_ADDR            ?= localhost:8080
 
@@ -48,6 +50,7 @@ $(GRPCURL):
 test: vet tools ## run every test: unit and end to end, with the race detector
 	TETHER_GRPCURL=$(GRPCURL) $(GO) test -race -count=1 ./...
 	$(MAKE) --no-print-directory e2e
+	$(MAKE) --no-print-directory bench-smoke
 
 .PHONY: vet
 vet:
@@ -75,5 +78,66 @@ controlplane: ## build etcd, kube-apiserver and kube-scheduler into the cache (o
 	@TETHER_CACHE=$(CACHE) e2e/controlplane/build.sh
 
 .PHONY: e2e
-e2e: controlplane ## run the end-to-end suite against a real control plane
-	cd e2e && TETHER_CACHE=$(CACHE) $(GO) test -race -count=1 ./...
+e2e: controlplane $(HELM) ## run the end-to-end suite (Kubernetes runtime, Helm chart) against a real control plane
+	cd e2e && TETHER_CACHE=$(CACHE) TETHER_HELM=$(HELM) $(GO) test -race -count=1 ./...
+
+# --- Helm chart -------------------------------------------------------------------
+# charts/tether is checked by e2e/chart: helm lint and template for every scenario in
+# charts/tether/ci, assertions on the rendered objects, a server-side dry-run apply of
+# each on the e2e control plane, the chart's RBAC proven with the real gateway, and
+# the README's values table. helm is pinned and built from the Go module proxy into
+# the cache (about 2 minutes the first time); a machine's own helm is never used.
+
+$(HELM):
+	GOBIN=$(dir $@) $(GO) install helm.sh/helm/v4/cmd/helm@$(HELM_VERSION)
+
+.PHONY: chart-test
+chart-test: controlplane $(HELM) ## check the Helm chart: lint, templates, API server, RBAC, README table
+	cd e2e && TETHER_CACHE=$(CACHE) TETHER_HELM=$(HELM) $(GO) test -race -count=1 ./chart/...
+
+.PHONY: chart-docs
+chart-docs: ## regenerate the README's values table from charts/tether/values.yaml
+	cd e2e && $(GO) run ./chart/cmd/chart-docs
+
+# --- benchmarks --------------------------------------------------------------------
+# tether against a direct connection, nginx, HAProxy and Caddy on 127.0.0.1 (see the
+# README's Performance section). The harness lives in e2e/bench, out of the product
+# module; its results go to $(BENCH_OUT), one JSON-lines file per run.
+
+GHZ_VERSION  := v0.120.0
+GHZ          := $(TOOLS)/ghz-$(GHZ_VERSION)/ghz
+BENCH_BIN    := $(CACHE)/bench/bin
+BENCH_OUT    := $(CACHE)/bench
+BENCH_ROUNDS ?= 5
+# The source tree measured: this one, or another checkout (say, a commit to compare).
+BENCH_SRC    ?= $(CURDIR)
+# The harness, the backend and the load generators run on CPU 0; each proxy runs on CPU 1.
+BENCH_RUN    := taskset -c 0 $(BENCH_BIN)/bench -bin $(BENCH_BIN) -ghz $(GHZ) -out $(BENCH_OUT)
+
+$(GHZ):
+	GOBIN=$(dir $@) $(GO) install github.com/bojand/ghz/cmd/ghz@$(GHZ_VERSION)
+
+.PHONY: bench-tools
+bench-tools: $(GHZ) ## install nginx, HAProxy, h2load, Caddy (Debian) and ghz (Go module proxy)
+	@e2e/bench/install-tools.sh
+
+.PHONY: bench-build
+bench-build:
+	@cd $(BENCH_SRC) && $(GO) build -o $(BENCH_BIN)/ ./cmd/tether ./cmd/tether-example
+	@cd $(BENCH_SRC)/e2e && $(GO) build -o $(BENCH_BIN)/ ./bench ./bench/backend ./bench/tetherprof
+
+.PHONY: bench
+bench: bench-tools bench-build ## measure tether against nginx, HAProxy, Caddy and a direct connection; print the gates
+	$(BENCH_RUN) -mode full -rounds $(BENCH_ROUNDS)
+
+.PHONY: bench-smoke
+bench-smoke: bench-tools bench-build ## check every benchmark target answers grpc-status 0 (part of make test)
+	$(BENCH_RUN) -mode smoke
+
+.PHONY: bench-profile
+bench-profile: bench-tools bench-build ## CPU and allocation profiles of the gateway under load (pprof top 10)
+	$(BENCH_RUN) -mode profile
+
+.PHONY: bench-go
+bench-go: ## in-process benchmarks of the relay's hot path (ns/op, allocs/op)
+	cd $(BENCH_SRC) && $(GO) test -run '^$$' -bench . -benchmem ./gateway/relay
