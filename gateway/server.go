@@ -303,12 +303,11 @@ func (g *Server) pool(s *session.Session) *relay.Pool {
 	return p
 }
 
-// Shutdown drains the gateway: it stops accepting, sends GOAWAY to every client,
-// lets open streams finish until ctx ends, then ends what is left with
-// UNAVAILABLE and closes every connection. Sessions are not ended: that is the
-// caller's choice.
-func (g *Server) Shutdown(ctx context.Context) error {
+// StopAccepting closes the listeners: new connections are refused from now on.
+// Shutdown does it too; calling it first lets the caller say so only once true.
+func (g *Server) StopAccepting() {
 	g.mu.Lock()
+	defer g.mu.Unlock()
 	if !g.draining {
 		close(g.quit)
 	}
@@ -316,6 +315,15 @@ func (g *Server) Shutdown(ctx context.Context) error {
 	for lis := range g.listeners {
 		lis.Close()
 	}
+}
+
+// Shutdown drains the gateway: it stops accepting, sends GOAWAY to every client,
+// lets open streams finish until ctx ends, then ends what is left with
+// UNAVAILABLE and closes every connection. Sessions are not ended: that is the
+// caller's choice.
+func (g *Server) Shutdown(ctx context.Context) error {
+	g.StopAccepting()
+	g.mu.Lock()
 	conns := make([]*clientConn, 0, len(g.conns))
 	for cc := range g.conns {
 		conns = append(conns, cc)

@@ -165,6 +165,7 @@ func (r *Runtime) setWatch(session string, f func(*corev1.Pod, bool)) {
 // or has failed for good. A pod that fails is deleted before Start returns its
 // error; so is one whose wait ends with ctx.
 func (r *Runtime) Start(ctx context.Context, spec activator.Spec) (activator.Instance, error) {
+	began := time.Now()
 	// Listen before creating: the pod's first events, even its deletion, may
 	// come before the create returns, and a pod that is gone by then leaves no
 	// trace in the cache.
@@ -242,7 +243,10 @@ func (r *Runtime) Start(ctx context.Context, spec activator.Spec) (activator.Ins
 			}
 			report(st)
 			if st.ready {
-				return r.adopt(last.pod), nil
+				inst := r.adopt(last.pod)
+				r.record(inst.name, inst.uid, ReasonActivated, "serving session "+spec.Session+" ("+spec.Size.String()+
+					"), ready "+time.Since(began).Round(time.Millisecond).String()+" after the gateway asked for it")
+				return inst, nil
 			}
 		case <-ctx.Done():
 			r.setWatch(spec.Session, nil)
@@ -345,6 +349,7 @@ func (r *Runtime) Stop(ctx context.Context, inst activator.Instance, reason stri
 	if r.begin() {
 		defer r.deletes.Done()
 	}
+	r.record(i.name, i.uid, ReasonReaped, reason)
 	err := r.delete(ctx, i.name, i.uid, nil)
 	if err != nil {
 		r.deleteLater(i.name, i.uid, nil, reason)

@@ -585,8 +585,8 @@ func TestStop(t *testing.T) {
 // still with the pod's own grace period and its UID.
 func TestStopRetries(t *testing.T) {
 	fc := newFakeCluster(t)
-	rt := startRuntime(t, fc)
-	inst, pod := serve(t, fc, rt)
+	// Reactors go in before the runtime runs: the fake's reactor chain is not safe
+	// to change while the runtime calls it (it records events in the background).
 	var calls atomic.Int32
 	fc.PrependReactor("delete", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		if calls.Add(1) == 1 {
@@ -595,6 +595,8 @@ func TestStopRetries(t *testing.T) {
 		}
 		return false, nil, nil
 	})
+	rt := startRuntime(t, fc)
+	inst, pod := serve(t, fc, rt)
 	err := rt.Stop(context.Background(), inst, "idle")
 	var re *activator.RuntimeError
 	if !errors.As(err, &re) {

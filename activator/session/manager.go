@@ -290,14 +290,7 @@ func (m *Manager) Close(ctx context.Context, reason string) error {
 	for _, s := range ss {
 		m.End(s, CauseShutdown, reason)
 	}
-	done := make(chan struct{})
-	go func() { m.stops.Wait(); close(done) }()
-	select {
-	case <-done:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("instances still stopping: %w", ctx.Err())
-	}
+	return m.waitStops(ctx)
 }
 
 // Adopt takes over the session of an instance that outlived the previous
@@ -328,15 +321,29 @@ func (m *Manager) Adopt(sv activator.Survivor) *Session {
 	return s
 }
 
-// Leave closes the manager but leaves every instance running, for a runtime whose
-// instances outlive the gateway (pods): the next gateway adopts them.
-func (m *Manager) Leave() {
+// Leave closes the manager but leaves every live instance running, for a runtime
+// whose instances outlive the gateway (pods): the next gateway adopts them.
+// Instances of sessions that already ended are still stopped: Leave waits for
+// those stops until ctx ends.
+func (m *Manager) Leave(ctx context.Context) error {
 	m.mu.Lock()
 	if !m.closed {
 		m.closed = true
 		close(m.quit)
 	}
 	m.mu.Unlock()
+	return m.waitStops(ctx)
+}
+
+func (m *Manager) waitStops(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() { m.stops.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("instances still stopping: %w", ctx.Err())
+	}
 }
 
 // Bytes are the payload bytes carried for every session so far: in is client to

@@ -91,8 +91,7 @@ func kubeBackend(ctx context.Context, cfg Config, log *slog.Logger) (*backend, e
 		ready:     rt.Synced,
 		// Pods outlive the gateway on purpose: the next one adopts them.
 		stop: func(ctx context.Context, sessions *session.Manager) error {
-			sessions.Leave()
-			return rt.Close(ctx)
+			return errors.Join(sessions.Leave(ctx), rt.Close(ctx))
 		},
 	}, nil
 }

@@ -184,6 +184,7 @@ func serve(ctx context.Context, environ map[string]string, stderr io.Writer, rea
 	case err := <-served:
 		serveErr = err
 	}
+	gw.StopAccepting()
 	log.Info("refusing new connections; open streams may finish", "grace", cfg.ShutdownGrace)
 	gctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownGrace)
 	defer cancel()

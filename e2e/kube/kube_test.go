@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -355,6 +356,8 @@ func testIdleReaping(t *testing.T, e *env) {
 	if d := time.Since(idleSince); d < gatewayIdle-100*time.Millisecond {
 		t.Errorf("the idle pod was deleted %v after its last call, before the idle timeout of %v", d, gatewayIdle)
 	}
+	// `kubectl describe pod` tells the story: Activated, then Reaped with why.
+	waitEvents(t, ctx, e, ns, idlePod, map[string]string{"Activated": "serving session", "Reaped": "idle for"})
 	// The busy pod's stream has been quiet for longer than the idle timeout.
 	if p := pods.current()[busyPod]; p == nil || p.DeletionTimestamp != nil {
 		t.Fatalf("the pod with a quiet open stream was reaped")
@@ -667,4 +670,43 @@ func percentiles(ds []time.Duration) string {
 		return ds[min(len(ds)-1, int(q*float64(len(ds))))].Round(time.Microsecond)
 	}
 	return fmt.Sprintf("p50 %v, p99 %v, max %v", p(0.50), p(0.99), ds[len(ds)-1].Round(time.Microsecond))
+}
+
+// waitEvents waits, on a watch, for Events on a pod with each reason, whose
+// message contains the given text.
+func waitEvents(t *testing.T, ctx context.Context, e *env, ns, pod string, want map[string]string) {
+	t.Helper()
+	opts := metav1.ListOptions{FieldSelector: "involvedObject.name=" + pod}
+	left := maps.Clone(want)
+	seen := func(e *corev1.Event) {
+		if text, wanted := left[e.Reason]; wanted && strings.Contains(e.Message, text) {
+			delete(left, e.Reason)
+		}
+	}
+	list, err := e.client.CoreV1().Events(ns).List(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range list.Items {
+		seen(&list.Items[i])
+	}
+	opts.ResourceVersion = list.ResourceVersion
+	w, err := e.client.CoreV1().Events(ns).Watch(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Stop()
+	for len(left) > 0 {
+		select {
+		case ev, ok := <-w.ResultChan():
+			if !ok {
+				t.Fatalf("event watch ended with %v still missing on pod %s", left, pod)
+			}
+			if e, isEvent := ev.Object.(*corev1.Event); isEvent {
+				seen(e)
+			}
+		case <-ctx.Done():
+			t.Fatalf("no %v events on pod %s", left, pod)
+		}
+	}
 }
