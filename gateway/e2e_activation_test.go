@@ -166,6 +166,34 @@ func TestSlowColdStartEndsAtTheActivationTimeoutOrClientDeadlineAndLeavesNoProce
 		}
 	})
 
+	t.Run("streams waiting together share one failure", func(t *testing.T) {
+		c, _ := h.client(t)
+		before := h.rt.starts()
+		errs := make(chan error, 3)
+		for range 3 {
+			go func() {
+				_, err := c.Info(noDeadline(t, 30*time.Second), &examplepb.InfoRequest{})
+				errs <- err
+			}()
+		}
+		for range 3 {
+			var err error
+			select {
+			case err = <-errs:
+			case <-ctx.Done():
+				t.Fatal("held calls never ended")
+			}
+			if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "last phase") {
+				t.Errorf("got %v, want UNAVAILABLE naming the last phase", err)
+			}
+		}
+		sc := h.rt.nextStart(t, ctx)
+		waitClosed(t, ctx, sc.done, "the runtime's Start to return")
+		if n := h.rt.starts() - before; n != 1 {
+			t.Errorf("three streams held on one connection made %d Start calls, want 1", n)
+		}
+	})
+
 	t.Run("client deadline first", func(t *testing.T) {
 		c, _ := h.client(t)
 		dctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
@@ -273,4 +301,3 @@ func TestCallThatGivesUpWhileHeldIsNeverDeliveredAndTheNextCallFindsTheInstanceW
 		t.Errorf("runtime started %d instances, want 1", n)
 	}
 }
-

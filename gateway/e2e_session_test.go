@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -54,7 +55,13 @@ func checkActivationHeaders(t *testing.T, md metadata.MD, pid int64) time.Durati
 		names = append(names, name)
 		sum += ms
 	}
-	if want := []string{"requested", "scheduled", "started", "ready"}; !slices.Equal(names, want) {
+	// The runtime's phases in order, then the gateway's own "forwarded" if it
+	// reports it: the glossary's order of a cold start.
+	want := []string{"requested", "scheduled", "started", "ready"}
+	if len(names) == len(want)+1 {
+		want = append(want, "forwarded")
+	}
+	if !slices.Equal(names, want) {
 		t.Errorf("x-tether-phases %q: phases %v, want %v", phases, names, want)
 	}
 	if diff := math.Abs(sum - float64(cold.Microseconds())/1000); diff > 5 {
@@ -106,7 +113,7 @@ func TestTwoConnectionsWithDifferentHintsGetTwoInstancesOfExactlyTheirSize(t *te
 func TestCallsOnOneConnectionReachOneInstanceAndItsTokenReattaches(t *testing.T) {
 	h := startGateway(t, options{})
 	ctx := testCtx(t, time.Minute)
-	c, _ := h.client(t)
+	c, cc := h.client(t)
 
 	var first metadata.MD
 	v, err := c.Increment(ctx, &examplepb.IncrementRequest{}, grpc.Header(&first))
@@ -136,7 +143,9 @@ func TestCallsOnOneConnectionReachOneInstanceAndItsTokenReattaches(t *testing.T)
 	}
 	checkActivationHeaders(t, first, info.GetPid())
 
-	// A new connection presenting the token reaches the same instance and state.
+	// The client reconnects, as after a network blip: a new connection that
+	// presents the token reaches the same instance and state.
+	cc.Close()
 	back, _ := h.client(t)
 	tctx := withMD(ctx, "x-tether-session", token)
 	v, err = back.Increment(tctx, &examplepb.IncrementRequest{})
@@ -369,4 +378,81 @@ func TestConnectionWithOnlyPingsDoesNotKeepItsInstanceAlive(t *testing.T) {
 		t.Errorf("only %d PINGs were acknowledged: the connection was not kept busy with PINGs", n)
 	}
 	waitClosed(t, ctx, s.Instance.Done(), "the reaped instance's process to exit")
+}
+
+// Case B23 (health-check variant): with health checks configured as not being
+// activity, a client that only probes does not keep its instance alive.
+func TestHealthChecksAloneDoNotKeepAnInstanceAlive(t *testing.T) {
+	const idle = 300 * time.Millisecond
+	h := startGateway(t, options{idle: idle, idleIgnore: []string{"/grpc.health.v1.Health/Check"}})
+	ctx := testCtx(t, time.Minute)
+	cc := h.dial(t)
+
+	callStart := time.Now()
+	if _, err := examplepb.NewSessionClient(cc).Increment(ctx, &examplepb.IncrementRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	s := h.onlySession(t)
+
+	stop := make(chan struct{})
+	probed := make(chan int)
+	go func() {
+		ok := 0
+		defer func() { probed <- ok }()
+		hc := healthpb.NewHealthClient(cc)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-tick.C:
+			case <-stop:
+				return
+			}
+			select {
+			case <-s.Done():
+				return // after the reap, a probe would open a new session
+			default:
+			}
+			if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}); err == nil {
+				ok++
+			}
+		}
+	}()
+	waitClosed(t, ctx, s.Done(), "the session with only health checks to be reaped")
+	close(stop)
+	if n := <-probed; n < 5 {
+		t.Errorf("only %d health checks succeeded: the session was not kept busy with them", n)
+	}
+	if after := time.Since(callStart); after < idle {
+		t.Errorf("reaped %v after its only real call began, before its idle timeout %v", after, idle)
+	}
+	waitClosed(t, ctx, s.Instance.Done(), "the reaped instance's process to exit")
+}
+
+// The session token reaches the client even when the first response is an
+// error from the instance (a Trailers-Only reply), and it re-attaches.
+func TestSessionTokenIsDeliveredWhenTheFirstCallFails(t *testing.T) {
+	h := startGateway(t, options{})
+	ctx := testCtx(t, time.Minute)
+	cc := h.dial(t)
+
+	var header, trailer metadata.MD
+	err := cc.Invoke(ctx, "/tether.example.v1.Session/Nope", &examplepb.InfoRequest{}, new(examplepb.InfoResponse),
+		grpc.Header(&header), grpc.Trailer(&trailer))
+	if status.Code(err) != codes.Unimplemented {
+		t.Fatalf("first call: got %v, want UNIMPLEMENTED from the instance", err)
+	}
+	tokens := append(header.Get("x-tether-session"), trailer.Get("x-tether-session")...)
+	if len(tokens) != 1 {
+		t.Fatalf("x-tether-session in headers %v and trailers %v; want it exactly once", header, trailer)
+	}
+	info, err := examplepb.NewSessionClient(cc).Info(ctx, &examplepb.InfoRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, _ := h.client(t)
+	binfo, err := back.Info(withMD(ctx, "x-tether-session", tokens[0]), &examplepb.InfoRequest{})
+	if err != nil || binfo.GetPid() != info.GetPid() {
+		t.Fatalf("re-attach with the token from a failed first call: %v, %v; want pid %d", binfo, err, info.GetPid())
+	}
 }

@@ -186,3 +186,71 @@ func mustStatus(s *rawStream) string {
 	code, msg := s.status()
 	return code + " " + msg
 }
+
+// The gateway consumes every x-tether-* request header, on every stream of a
+// connection, and only it sets x-tether-* response headers and trailers.
+func TestTetherHeadersNeverReachTheInstanceAndOnlyTheGatewaySetsThem(t *testing.T) {
+	h := startGateway(t, options{helper: "deadline"})
+	ctx := testCtx(t, time.Minute)
+
+	call := func(t *testing.T, cc *grpc.ClientConn, ctx context.Context) (header, trailer metadata.MD) {
+		t.Helper()
+		s, err := cc.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, "/tether.test.Headers/Report")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.CloseSend(); err != nil {
+			t.Fatal(err)
+		}
+		if header, err = s.Header(); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RecvMsg(new(examplepb.InfoRequest)); err != io.EOF {
+			t.Fatalf("end of call: %v", err)
+		}
+		return header, s.Trailer()
+	}
+	checkSeen := func(t *testing.T, md metadata.MD) {
+		t.Helper()
+		seen := one(t, md, "x-seen-headers")
+		if strings.Contains(seen, "x-tether-") {
+			t.Errorf("the instance received gateway headers: %s", seen)
+		}
+		if !strings.Contains(seen, "x-app") {
+			t.Errorf("the instance did not receive the application's own header x-app: %s", seen)
+		}
+	}
+
+	cc := h.dial(t)
+	hdr, trl := call(t, cc, withMD(ctx, "x-tether-cpu", "1", "x-tether-memory", "64Mi",
+		"x-tether-idle-timeout", "30m", "x-app", "kept"))
+	checkSeen(t, hdr)
+	if got := one(t, hdr, "x-tether-instance"); got == "set-by-the-instance" {
+		t.Errorf("the instance's x-tether-instance reached the client")
+	}
+	token := one(t, hdr, "x-tether-session")
+	if token == "set-by-the-instance" || len(trl.Get("x-tether-session")) != 0 {
+		t.Errorf("the instance's x-tether-session reached the client: header %q, trailer %q", token, trl.Get("x-tether-session"))
+	}
+
+	// A later stream on the pinned connection, with hints again.
+	hdr, _ = call(t, cc, withMD(ctx, "x-tether-cpu", "2", "x-app", "kept"))
+	checkSeen(t, hdr)
+	if v := hdr.Get("x-tether-instance"); len(v) != 0 {
+		t.Errorf("a warm call carries x-tether-instance %q, which only the gateway sets on a cold start", v)
+	}
+
+	// A re-attached connection.
+	hdr, trl = call(t, h.dial(t), withMD(ctx, "x-tether-session", token, "x-app", "kept"))
+	checkSeen(t, hdr)
+	for _, md := range []metadata.MD{hdr, trl} {
+		for k := range md {
+			if strings.HasPrefix(k, "x-tether-") {
+				t.Errorf("the instance's %s reached a re-attached client: %q", k, md.Get(k))
+			}
+		}
+	}
+	if n := h.rt.starts(); n != 1 {
+		t.Errorf("runtime started %d instances, want 1", n)
+	}
+}

@@ -14,15 +14,18 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/big"
 	"net"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -95,6 +98,10 @@ type options struct {
 	activation time.Duration
 	// idle is the sessions' idle timeout. When set, a reaper runs every 50ms.
 	idle time.Duration
+	// maxLifetime is TETHER_MAX_LIFETIME. When set, a reaper runs every 50ms.
+	maxLifetime time.Duration
+	// idleIgnore are methods whose calls are not activity (TETHER_IDLE_IGNORE_METHODS).
+	idleIgnore []string
 	// tls serves TLS instead of h2c.
 	tls *tls.Config
 }
@@ -162,8 +169,15 @@ func startGateway(t *testing.T, o options) *harness {
 	if err := b.Validate(); err != nil {
 		t.Fatal(err)
 	}
+	var ignore map[string]bool
+	for _, m := range o.idleIgnore {
+		if ignore == nil {
+			ignore = map[string]bool{}
+		}
+		ignore[m] = true
+	}
 	gw := gateway.New(gateway.Config{TLS: o.tls, Bounds: b, HandshakeTimeout: 5 * time.Second,
-		Log: log.With("component", "gateway")}, mgr)
+		IdleIgnore: ignore, Log: log.With("component", "gateway")}, mgr)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -172,25 +186,24 @@ func startGateway(t *testing.T, o options) *harness {
 	go func() { served <- gw.Serve(lis) }()
 
 	stopReaper := func() {}
-	if o.idle > 0 {
+	if o.idle > 0 || o.maxLifetime > 0 {
 		rctx, cancel := context.WithCancel(context.Background())
 		reaped := make(chan struct{})
 		go func() {
 			defer close(reaped)
-			reaper.New(mgr, reaper.Config{Interval: reapInterval, Log: log.With("component", "reaper")}).Run(rctx)
+			reaper.New(mgr, reaper.Config{Interval: reapInterval, MaxLifetime: o.maxLifetime,
+				Log: log.With("component", "reaper")}).Run(rctx)
 		}()
 		stopReaper = func() { cancel(); <-reaped }
 	}
 
 	h := &harness{t: t, addr: lis.Addr().String(), gw: gw, mgr: mgr, rt: rt, log: logs}
 	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		gctx, gcancel := context.WithTimeout(ctx, 3*time.Second)
-		if err := gw.Shutdown(gctx); err != nil {
+		if err := h.shutdown(3 * time.Second); err != nil {
 			t.Errorf("gateway shutdown: %v (streams left open at the end of the test)", err)
 		}
-		gcancel()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
 		select {
 		case err := <-served:
 			if err != nil {
@@ -200,13 +213,17 @@ func startGateway(t *testing.T, o options) *harness {
 			t.Error("Serve did not return after Shutdown")
 		}
 		stopReaper()
-		if err := mgr.Close(ctx, "test over"); err != nil {
+		// A stuck gateway can block Close before it looks at its context; the
+		// runtime is closed regardless, so that no process outlives the test.
+		if err := bounded(10*time.Second, func() error { return mgr.Close(ctx, "test over") }); err != nil {
 			t.Errorf("closing the session manager: %v", err)
 		}
-		if err := lrt.Close(ctx); err != nil {
+		lctx, lcancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer lcancel()
+		if err := lrt.Close(lctx); err != nil {
 			t.Errorf("closing the runtime: %v", err)
 		}
-		if err := rt.waitAll(ctx); err != nil {
+		if err := rt.waitAll(lctx); err != nil {
 			t.Errorf("runtime Start calls still running: %v", err)
 		}
 		for _, pid := range rt.pids() {
@@ -219,6 +236,35 @@ func startGateway(t *testing.T, o options) *harness {
 		}
 	})
 	return h
+}
+
+// shutdown drains the gateway with the given grace. Server.Shutdown waits for
+// every connection's goroutine whatever its context says, so a connection that
+// never finishes would hang the test: that is reported as an error instead.
+func (h *harness) shutdown(grace time.Duration) error {
+	err := bounded(grace+10*time.Second, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), grace)
+		defer cancel()
+		return h.gw.Shutdown(ctx)
+	})
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("Shutdown with a grace of %v: %w: a client connection is stuck", grace, err)
+	}
+	return err
+}
+
+// bounded runs f, and gives up waiting for it after d.
+func bounded(d time.Duration, f func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return fmt.Errorf("still running after %v", d)
+	}
 }
 
 // dial returns a grpc-go client connection to the gateway, closed at cleanup
@@ -437,8 +483,11 @@ func selfSigned(t *testing.T) (tls.Certificate, *x509.CertPool) {
 // helperMain runs the test binary as an instance:
 //
 //	deadline -listen addr [-startup-delay d]
-//	    a gRPC server that answers every method with the deadline it was given,
-//	    as the header x-deadline-unix-nano (or "none"), and status OK.
+//	    a gRPC server that answers every method with status OK and headers
+//	    telling what it was given: x-deadline-unix-nano (or "none") and
+//	    x-seen-headers, the names of the request's metadata. It also tries to
+//	    set x-tether-instance in its headers and x-tether-session in its
+//	    trailers, which only the gateway may set.
 func helperMain(role string, args []string) int {
 	switch role {
 	case "deadline":
@@ -478,7 +527,12 @@ func deadlineServer(args []string) error {
 		if d, ok := ss.Context().Deadline(); ok {
 			v = strconv.FormatInt(d.UnixNano(), 10)
 		}
-		return ss.SendHeader(metadata.Pairs("x-deadline-unix-nano", v))
+		md, _ := metadata.FromIncomingContext(ss.Context())
+		seen := slices.Sorted(maps.Keys(md))
+		ss.SetTrailer(metadata.Pairs("x-tether-session", "set-by-the-instance"))
+		return ss.SendHeader(metadata.Pairs("x-deadline-unix-nano", v,
+			"x-seen-headers", strings.Join(seen, ","),
+			"x-tether-instance", "set-by-the-instance"))
 	}))
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
@@ -491,4 +545,3 @@ func deadlineServer(args []string) error {
 		return nil
 	}
 }
-

@@ -53,6 +53,7 @@ type rawStream struct {
 	rst         http2.ErrCode
 	reset       bool
 	done        chan struct{}
+	gotData     chan struct{} // closed at the first DATA frame
 }
 
 // trailersOnly reports whether the response was a single HEADERS frame with END_STREAM.
@@ -115,7 +116,7 @@ func (r *rawConn) stream(id uint32) *rawStream {
 	defer r.mu.Unlock()
 	s := r.streams[id]
 	if s == nil {
-		s = &rawStream{done: make(chan struct{})}
+		s = &rawStream{done: make(chan struct{}), gotData: make(chan struct{})}
 		r.streams[id] = s
 	}
 	return s
@@ -169,6 +170,9 @@ func (r *rawConn) read() {
 		case *http2.DataFrame:
 			s := r.stream(f.StreamID)
 			r.mu.Lock()
+			if len(s.data) == 0 && len(f.Data()) > 0 {
+				close(s.gotData)
+			}
 			s.data = append(s.data, f.Data()...)
 			r.mu.Unlock()
 			if n := len(f.Data()); n > 0 {
@@ -260,6 +264,9 @@ func (r *rawConn) ping(n uint64) error {
 	binary.BigEndian.PutUint64(d[:], n)
 	return r.write(func() error { return r.fr.WritePing(false, d) })
 }
+
+// firstData is closed once the stream has received a DATA frame.
+func (r *rawConn) firstData(id uint32) <-chan struct{} { return r.stream(id).gotData }
 
 // wait waits for the stream to end, or fails the test when ctx ends.
 func (s *rawStream) wait(t *testing.T, ctx context.Context) *rawStream {

@@ -72,7 +72,11 @@ type Manager struct {
 	byID     map[string]*Session
 	starting int
 	closed   bool
-	stops    sync.WaitGroup
+	// stopping counts instances being stopped, and stopsDone is closed whenever
+	// it is zero. A WaitGroup cannot do this: a session may end, and its stop
+	// begin from zero, on any goroutine while Close waits.
+	stopping  int
+	stopsDone chan struct{}
 	// bytes of sessions that have ended, so that totals never go down.
 	endedIn, endedOut atomic.Uint64
 	quit              chan struct{} // closed by Leave: stop watching instances
@@ -89,7 +93,9 @@ func New(rt Runtime, cfg Config) *Manager {
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
 	}
-	return &Manager{rt: rt, cfg: cfg, log: cfg.Log, byID: make(map[string]*Session), quit: make(chan struct{})}
+	done := make(chan struct{})
+	close(done)
+	return &Manager{rt: rt, cfg: cfg, log: cfg.Log, byID: make(map[string]*Session), quit: make(chan struct{}), stopsDone: done}
 }
 
 // Activate starts an instance for a new session and returns the session once
@@ -266,9 +272,20 @@ func (m *Manager) end(s *Session, err error, reason string, cause Cause, marked 
 
 // stop stops the instance in the background; Close waits for it.
 func (m *Manager) stop(s *Session, reason string) {
-	m.stops.Add(1)
+	m.mu.Lock()
+	if m.stopping == 0 {
+		m.stopsDone = make(chan struct{})
+	}
+	m.stopping++
+	m.mu.Unlock()
 	go func() {
-		defer m.stops.Done()
+		defer func() {
+			m.mu.Lock()
+			if m.stopping--; m.stopping == 0 {
+				close(m.stopsDone)
+			}
+			m.mu.Unlock()
+		}()
 		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.StopTimeout)
 		defer cancel()
 		if err := m.rt.Stop(ctx, s.Instance, reason); err != nil {
@@ -336,8 +353,9 @@ func (m *Manager) Leave(ctx context.Context) error {
 }
 
 func (m *Manager) waitStops(ctx context.Context) error {
-	done := make(chan struct{})
-	go func() { m.stops.Wait(); close(done) }()
+	m.mu.Lock()
+	done := m.stopsDone
+	m.mu.Unlock()
 	select {
 	case <-done:
 		return nil

@@ -31,6 +31,11 @@ type Config struct {
 	// streams left may go on being read, so that frames in flight are not lost to
 	// a TCP reset. Default 5s.
 	CloseLinger time.Duration
+	// LostGrace is how long streams on a connection to an instance that broke
+	// wait for the pool's owner to Close it with the reason the instance went (it
+	// crashed, was reaped), so that clients are told why rather than only that a
+	// connection dropped. Default 250ms.
+	LostGrace time.Duration
 	// OnFail, if not nil, is called with the code of every gRPC status the relay
 	// itself gives a client (as opposed to statuses relayed from an instance).
 	// It must not block.
@@ -64,6 +69,9 @@ func (c Config) WithDefaults() *Config {
 	}
 	if c.DialTimeout <= 0 {
 		c.DialTimeout = 5 * time.Second
+	}
+	if c.LostGrace <= 0 {
+		c.LostGrace = 250 * time.Millisecond
 	}
 	if c.CloseLinger <= 0 {
 		c.CloseLinger = 5 * time.Second

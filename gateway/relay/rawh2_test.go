@@ -26,13 +26,13 @@ import (
 // rawFrame is a frame read by a rawConn, copied out of the framer's buffers.
 type rawFrame struct {
 	http2.FrameHeader
-	data     []byte                // DATA payload, without padding
-	fields   []hpack.HeaderField   // HEADERS, decoded
-	code     http2.ErrCode         // RST_STREAM, GOAWAY
-	lastID   uint32                // GOAWAY
-	debug    string                // GOAWAY
-	ping     [8]byte               // PING
-	incr     uint32                // WINDOW_UPDATE
+	data     []byte              // DATA payload, without padding
+	fields   []hpack.HeaderField // HEADERS, decoded
+	code     http2.ErrCode       // RST_STREAM, GOAWAY
+	lastID   uint32              // GOAWAY
+	debug    string              // GOAWAY
+	ping     [8]byte             // PING
+	incr     uint32              // WINDOW_UPDATE
 	settings map[http2.SettingID]uint32
 }
 
@@ -93,10 +93,13 @@ type rawConn struct {
 	done chan struct{} // closed when the reader returns
 
 	pings atomic.Int32 // PINGs (not ACKs) received
+
+	acked     chan struct{} // closed once the peer's first SETTINGS is acknowledged
+	ackedOnce sync.Once
 }
 
 func newRawConn(nc net.Conn, r io.Reader) *rawConn {
-	c := &rawConn{nc: nc, sig: make(chan struct{}, 1), done: make(chan struct{})}
+	c := &rawConn{nc: nc, sig: make(chan struct{}, 1), done: make(chan struct{}), acked: make(chan struct{})}
 	c.bw = bufio.NewWriterSize(nc, 64<<10)
 	c.wf = http2.NewFramer(c.bw, nil)
 	c.wf.AllowIllegalWrites = true
@@ -142,6 +145,7 @@ func (c *rawConn) read(rf *http2.Framer) {
 				f.settings = map[http2.SettingID]uint32{}
 				fr.ForeachSetting(func(s http2.Setting) error { f.settings[s.ID] = s.Val; return nil })
 				c.write(func(w *http2.Framer) error { return w.WriteSettingsAck() })
+				c.ackedOnce.Do(func() { close(c.acked) })
 			}
 		}
 		c.mu.Lock()
@@ -166,7 +170,12 @@ func (c *rawConn) take(ctx context.Context, match func(rawFrame) bool) (rawFrame
 		c.mu.Lock()
 		for i, f := range c.q {
 			if match(f) {
-				c.q = append(c.q[:i:i], c.q[i+1:]...)
+				if i == 0 {
+					c.q[0] = rawFrame{}
+					c.q = c.q[1:]
+				} else {
+					c.q = append(c.q[:i], c.q[i+1:]...)
+				}
 				c.mu.Unlock()
 				return f, nil
 			}
@@ -296,6 +305,15 @@ func dialRaw(t *testing.T, addr string) *rawConn {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Finish the handshake first, so the reader never waits on the writer to
+	// acknowledge SETTINGS while a test floods the connection.
+	select {
+	case <-c.acked:
+	case <-c.done:
+		t.Fatal("relay closed the connection during the handshake")
+	case <-time.After(10 * time.Second):
+		t.Fatal("no SETTINGS from the relay")
 	}
 	return c
 }

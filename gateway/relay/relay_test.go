@@ -7,6 +7,8 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -33,14 +35,14 @@ const bigMsg = 64 << 20
 
 // backend starts a real grpc-go server with the gRPC interop TestService on a
 // loopback port.
-func backend(t *testing.T, opts ...grpc.ServerOption) string {
+func backend(t testing.TB, opts ...grpc.ServerOption) string {
 	t.Helper()
 	addr, _ := backendServer(t, opts...)
 	return addr
 }
 
 // backendServer is backend, also returning the server so a test can stop it.
-func backendServer(t *testing.T, opts ...grpc.ServerOption) (string, *grpc.Server) {
+func backendServer(t testing.TB, opts ...grpc.ServerOption) (string, *grpc.Server) {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -60,13 +62,13 @@ type forwardAll struct{ p *relay.Pool }
 func (f forwardAll) OpenStream(s *relay.Stream) { f.p.Forward(s) }
 
 // gateway runs the relay on a loopback port in front of the instance at addr.
-func gateway(t *testing.T, addr string, h func(*relay.Pool) relay.Handler) string {
+func gateway(t testing.TB, addr string, h func(*relay.Pool) relay.Handler) string {
 	t.Helper()
 	return gatewayCfg(t, addr, relay.Config{}, h)
 }
 
 // gatewayCfg is gateway with a relay configuration of the test's choosing.
-func gatewayCfg(t *testing.T, addr string, c relay.Config, h func(*relay.Pool) relay.Handler) string {
+func gatewayCfg(t testing.TB, addr string, c relay.Config, h func(*relay.Pool) relay.Handler) string {
 	t.Helper()
 	cfg := c.WithDefaults()
 	pool := relay.NewPool(addr, cfg)
@@ -104,19 +106,43 @@ func gatewayCfg(t *testing.T, addr string, c relay.Config, h func(*relay.Pool) r
 		}
 	}()
 	t.Cleanup(func() {
-		lis.Close()
-		mu.Lock()
-		for _, d := range conns {
-			d.Close()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			lis.Close()
+			mu.Lock()
+			for _, d := range conns {
+				d.Close()
+			}
+			mu.Unlock()
+			pool.Close("test over")
+			wg.Wait()
+		}()
+		// A relay that cannot shut down is stuck: report where, rather than
+		// hang the test binary until its timeout.
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Errorf("relay did not shut down within 20s; its goroutines:\n%s", relayStacks())
 		}
-		mu.Unlock()
-		pool.Close("test over")
-		wg.Wait()
 	})
 	return lis.Addr().String()
 }
 
-func dial(t *testing.T, addr string) testgrpc.TestServiceClient {
+// relayStacks returns the stacks of the goroutines running relay code.
+func relayStacks() string {
+	buf := make([]byte, 8<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var out []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "tether/gateway/relay.") {
+			out = append(out, g)
+		}
+	}
+	return strings.Join(out, "\n\n")
+}
+
+func dial(t testing.TB, addr string) testgrpc.TestServiceClient {
 	t.Helper()
 	cc, err := grpc.NewClient(addr,
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
@@ -128,7 +154,7 @@ func dial(t *testing.T, addr string) testgrpc.TestServiceClient {
 	return testgrpc.NewTestServiceClient(cc)
 }
 
-func ctxT(t *testing.T) context.Context {
+func ctxT(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx

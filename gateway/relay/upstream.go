@@ -25,11 +25,13 @@ type Pool struct {
 	queue    []*Stream
 	closed   bool
 	closeMsg string
+	closing  chan struct{} // closed by Close
 }
+
 
 // NewPool returns a pool for the instance at addr. It dials on first use.
 func NewPool(addr string, cfg *Config) *Pool {
-	return &Pool{addr: addr, cfg: cfg, conns: make(map[*conn]struct{})}
+	return &Pool{addr: addr, cfg: cfg, conns: make(map[*conn]struct{}), closing: make(chan struct{})}
 }
 
 // Forward sends s to the instance: at once on a live connection, else once a
@@ -140,6 +142,21 @@ func (p *Pool) serve(c *conn) {
 	if err != nil && !errors.Is(err, net.ErrClosed) {
 		msg += ": " + err.Error()
 	}
+	c.wmu.Lock()
+	open := len(c.streams) > 0
+	c.wmu.Unlock()
+	if open {
+		// The connection may have died with the instance. The pool's owner, who
+		// watches the instance, closes the pool moments later with the reason (a
+		// crash, a reap): wait briefly for it, so that open streams are told why
+		// the instance went, not only that its connection dropped.
+		t := time.NewTimer(p.cfg.LostGrace)
+		select {
+		case <-p.closing:
+		case <-t.C:
+		}
+		t.Stop()
+	}
 	p.mu.Lock()
 	if p.closed {
 		msg = p.closeMsg
@@ -172,6 +189,7 @@ func (p *Pool) Close(msg string) {
 		return
 	}
 	p.closed, p.closeMsg, p.cur = true, msg, nil
+	close(p.closing)
 	conns := make([]*conn, 0, len(p.conns))
 	for c := range p.conns {
 		conns = append(conns, c)
