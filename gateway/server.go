@@ -222,13 +222,7 @@ func (g *Server) keepalive() {
 		case <-g.quit:
 			return
 		case now := <-t.C:
-			g.mu.Lock()
-			conns := make([]*clientConn, 0, len(g.conns))
-			for cc := range g.conns {
-				conns = append(conns, cc)
-			}
-			g.mu.Unlock()
-			for _, cc := range conns {
+			for _, cc := range g.connections() {
 				cc.d.CheckAlive(now, g.cfg.KeepaliveIdle, g.cfg.KeepaliveTimeout)
 			}
 		}
@@ -263,6 +257,17 @@ func (g *Server) track(cc *clientConn, add bool) bool {
 		}
 	}
 	return true
+}
+
+// connections is a snapshot of the open client connections.
+func (g *Server) connections() []*clientConn {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	conns := make([]*clientConn, 0, len(g.conns))
+	for cc := range g.conns {
+		conns = append(conns, cc)
+	}
+	return conns
 }
 
 // Stats are the open client connections and streams.
@@ -323,12 +328,7 @@ func (g *Server) StopAccepting() {
 // caller's choice.
 func (g *Server) Shutdown(ctx context.Context) error {
 	g.StopAccepting()
-	g.mu.Lock()
-	conns := make([]*clientConn, 0, len(g.conns))
-	for cc := range g.conns {
-		conns = append(conns, cc)
-	}
-	g.mu.Unlock()
+	conns := g.connections()
 	for _, cc := range conns {
 		cc.d.GoAway()
 	}
@@ -352,12 +352,7 @@ func (g *Server) Shutdown(ctx context.Context) error {
 		}
 		break
 	}
-	g.mu.Lock()
-	conns = conns[:0]
-	for cc := range g.conns {
-		conns = append(conns, cc)
-	}
-	g.mu.Unlock()
+	conns = g.connections()
 	_, msg := Status(activator.ErrShuttingDown)
 	for _, cc := range conns {
 		cc.d.Shutdown(codes.Unavailable, msg)
