@@ -52,13 +52,20 @@ func (p *Pool) Forward(s *Stream) {
 }
 
 func (p *Pool) forward(s *Stream, fl *flusher) {
-	p.mu.Lock()
-	c := p.cur
-	p.mu.Unlock()
-	if c != nil && s.forwardTo(c, fl) {
-		return
+	for {
+		p.mu.Lock()
+		c := p.cur
+		p.mu.Unlock()
+		if c != nil {
+			if s.forwardTo(c, fl) {
+				return
+			}
+			p.retire(c) // it takes no new streams
+		}
+		if p.enqueue(s) {
+			return
+		}
 	}
-	p.enqueue(s)
 }
 
 // forwardTo opens s on c and reports whether c took it. A stream that ended while
@@ -78,13 +85,19 @@ func (s *Stream) forwardTo(c *conn, fl *flusher) bool {
 	return ok
 }
 
-func (p *Pool) enqueue(s *Stream) {
+// enqueue holds s for the next connection. It returns false, holding nothing, if
+// a connection came up since forward looked: dialling another would be a waste.
+func (p *Pool) enqueue(s *Stream) bool {
 	p.mu.Lock()
 	if p.closed {
 		msg := p.closeMsg
 		p.mu.Unlock()
 		s.Fail(codes.Unavailable, msg)
-		return
+		return true
+	}
+	if p.cur != nil {
+		p.mu.Unlock()
+		return false
 	}
 	p.queue = append(p.queue, s)
 	if !p.dialing {
@@ -92,6 +105,7 @@ func (p *Pool) enqueue(s *Stream) {
 		go p.dial()
 	}
 	p.mu.Unlock()
+	return true
 }
 
 // dial connects to the instance and forwards the streams that waited for it.
@@ -102,6 +116,12 @@ func (p *Pool) dial() {
 	nc, err := (&net.Dialer{}).DialContext(ctx, "tcp", p.addr)
 	cancel()
 	var c *conn
+	if err == nil {
+		// The preface goes out before c is published: a stream forwarded the
+		// moment p.cur is set must not write its HEADERS ahead of it.
+		c = newConn(nc, newReader(nc, nil), p.cfg, false)
+		c.writePreface()
+	}
 	p.mu.Lock()
 	p.dialing = false
 	q := p.queue
@@ -112,7 +132,6 @@ func (p *Pool) dial() {
 		nc.Close()
 		err = errors.New(p.closeMsg)
 	default:
-		c = newConn(nc, newReader(nc, nil), p.cfg, false)
 		p.cur = c
 		p.conns[c] = struct{}{}
 	}
@@ -123,7 +142,6 @@ func (p *Pool) dial() {
 		}
 		return
 	}
-	c.writePreface()
 	go p.serve(c)
 	var fl flusher
 	for _, s := range q {
