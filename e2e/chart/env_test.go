@@ -158,8 +158,13 @@ func TestEveryValueReachesItsVariable(t *testing.T) {
 		}
 	}
 
-	// metrics.enabled=false turns the listener off.
-	_, c, err = render(t, newHelm(t), "default", `metrics.enabled=false`).Gateway()
+	// metrics.enabled=false turns the listener off; the probes, which default to
+	// the metrics port, must then be pointed elsewhere, and the chart says so.
+	set := []string{`metrics.enabled=false`}
+	for _, p := range []string{"startupProbe", "livenessProbe", "readinessProbe"} {
+		set = append(set, p+".httpGet=null", p+`.tcpSocket={"port":"grpc"}`)
+	}
+	_, c, err = render(t, newHelm(t), "default", set...).Gateway()
 	if err != nil {
 		t.Fatal(err)
 	}

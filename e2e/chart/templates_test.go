@@ -587,6 +587,7 @@ func TestTemplateRefuses(t *testing.T) {
 		want string
 	}{
 		{[]string{`replicaCount=2`}, "only 1 gateway is supported"},
+		{[]string{`metrics.enabled=false`}, "probes the metrics port, but metrics.enabled is false"},
 		{[]string{`tls.enabled=true`}, "tls.secretName"},
 		{[]string{`sessionPod.grpcPort=7000`}, "sessionPod.readinessProbe.grpc.port (50051) must be sessionPod.grpcPort (7000)"},
 		{[]string{`terminationGracePeriodSeconds=30`}, "terminationGracePeriodSeconds: 30 is shorter than the gateway's drain, 50 s"},
