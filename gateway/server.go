@@ -180,7 +180,9 @@ func (g *Server) serveConn(nc net.Conn) {
 		h2 = tc.ConnectionState().NegotiatedProtocol == "h2"
 		nc = tc
 	}
-	br := bufio.NewReaderSize(nc, 16<<10+9)
+	// Only the sniff reads through br: the relay copies what it read ahead into
+	// its pooled buffer and drops br. Small, because every connection pays it.
+	br := bufio.NewReaderSize(nc, 1<<10)
 	if h2 {
 		h2 = hasPreface(br)
 	}

@@ -6,6 +6,8 @@ import (
 	"net"
 	"sync"
 	"syscall"
+
+	"golang.org/x/net/http2"
 )
 
 // Buffers are taken from pools while a connection has bytes to move and given
@@ -200,6 +202,24 @@ func (w *writer) Write(p []byte) (int, error) {
 	}
 	*w.buf = append(b, p...)
 	return len(p), nil
+}
+
+// frameHeader appends a frame header. It builds the nine bytes in the buffer
+// itself: a header array passed to Write would escape through the net.Conn
+// interface and cost an allocation per DATA frame.
+func (w *writer) frameHeader(length int, typ http2.FrameType, flags http2.Flags, id uint32) error {
+	if w.buf == nil {
+		w.buf = writePool.Get().(*[]byte)
+	}
+	if len(*w.buf)+frameHeaderLen > cap(*w.buf) {
+		if err := w.Flush(); err != nil {
+			return err
+		}
+		w.buf = writePool.Get().(*[]byte)
+	}
+	*w.buf = append(*w.buf, byte(length>>16), byte(length>>8), byte(length), byte(typ), byte(flags),
+		byte(id>>24), byte(id>>16), byte(id>>8), byte(id))
+	return nil
 }
 
 func (w *writer) WriteString(s string) (int, error) { return w.Write([]byte(s)) }

@@ -2,7 +2,6 @@ package relay
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"io"
 	"log/slog"
@@ -164,17 +163,17 @@ func (c *conn) writeDataLocked(id uint32, p []byte, end bool) {
 		if n > int(c.peerMaxFrame) {
 			n = int(c.peerMaxFrame)
 		}
-		var h [frameHeaderLen]byte
-		h[0], h[1], h[2] = byte(n>>16), byte(n>>8), byte(n)
-		h[3] = byte(http2.FrameData)
 		last := n == len(p)
+		var flags http2.Flags
 		if last && end {
-			h[4] = byte(http2.FlagDataEndStream)
+			flags = http2.FlagDataEndStream
 		}
-		binary.BigEndian.PutUint32(h[5:], id)
-		// Writing the header and payload straight into the buffer skips the copy
-		// http2.Framer.WriteData makes, which matters on the per-message hot path.
-		c.bw.Write(h[:])
+		// Header and payload go straight into the buffer, skipping the copy
+		// http2.Framer.WriteData makes: this is the per-message hot path.
+		if err := c.bw.frameHeader(n, http2.FrameData, flags, id); err != nil {
+			c.check(err)
+			return
+		}
 		if _, err := c.bw.Write(p[:n]); err != nil {
 			c.check(err)
 			return
@@ -274,13 +273,15 @@ func (c *conn) giveBackConn(n int64, fl *flusher) {
 }
 
 // takeRecv charges a received DATA frame of n bytes against the connection
-// window. A peer that sends beyond it breaks the protocol.
-func (c *conn) takeRecv(n int64) bool {
+// window, and returns the frame's stream, if it is open. A peer that sends
+// beyond the window breaks the protocol. One lock for both: this runs per frame.
+func (c *conn) takeRecv(id uint32, n int64) (s *Stream, ok bool) {
 	c.wmu.Lock()
 	c.recvWin -= n
-	ok := c.recvWin >= 0
+	ok = c.recvWin >= 0
+	s = c.streams[id]
 	c.wmu.Unlock()
-	return ok
+	return s, ok
 }
 
 func (c *conn) lookup(id uint32) *Stream {

@@ -128,10 +128,10 @@ func (c *conn) readData(fh http2.FrameHeader) error {
 		}
 		data = p[1 : len(p)-int(p[0])]
 	}
-	if !c.takeRecv(int64(n)) {
+	s, ok := c.takeRecv(fh.StreamID, int64(n))
+	if !ok {
 		return c.connError(http2.ErrCodeFlowControl, "connection window exceeded")
 	}
-	s := c.lookup(fh.StreamID)
 	if s == nil {
 		// A stream that has closed here may still receive what the peer sent
 		// before it learned so; its bytes still count against the connection.

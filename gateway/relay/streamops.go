@@ -78,8 +78,12 @@ func (s *Stream) receive(c *conn, data []byte, n int, end bool, fl *flusher) {
 		f.giveBackLocked(c, srcID, sent, fl)
 	}
 	s.settleLocked(fl)
+	// finish takes s.mu again; most frames are mid-stream and need not.
+	over := s.downClosed && !s.done
 	s.mu.Unlock()
-	s.finish()
+	if over {
+		s.finish()
+	}
 }
 
 // windowUpdate grows the window of the flow written to c, and moves what it held back.

@@ -28,7 +28,6 @@ type Pool struct {
 	closing  chan struct{} // closed by Close
 }
 
-
 // NewPool returns a pool for the instance at addr. It dials on first use.
 func NewPool(addr string, cfg *Config) *Pool {
 	return &Pool{addr: addr, cfg: cfg, conns: make(map[*conn]struct{}), closing: make(chan struct{})}
