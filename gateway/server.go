@@ -159,15 +159,31 @@ func (g *Server) Serve(lis net.Listener) error {
 			return err
 		}
 		g.wg.Add(1)
-		go func() {
-			defer g.wg.Done()
-			g.serveConn(nc)
-		}()
+		go g.serveConn(nc, g.wg.Done)
 	}
 }
 
-// serveConn finds out what the client speaks and serves it.
-func (g *Server) serveConn(nc net.Conn) {
+// serveConn finds out what the client speaks and serves it, in the background
+// once it is HTTP/2. It calls done when the connection has ended.
+func (g *Server) serveConn(nc net.Conn, done func()) {
+	cc := g.handshake(nc)
+	if cc == nil {
+		done()
+		return
+	}
+	cc.d.Start(func(err error) {
+		g.track(cc, false)
+		cc.closed()
+		if err != nil {
+			g.log.Debug("connection ended", "peer", cc.peer, "err", err)
+		}
+		done()
+	})
+}
+
+// handshake reads the TLS handshake and the client preface. It returns nil when
+// the connection is not HTTP/2, after handing it on or closing it.
+func (g *Server) handshake(nc net.Conn) *clientConn {
 	nc.SetDeadline(time.Now().Add(g.cfg.HandshakeTimeout))
 	h2 := true
 	if g.cfg.TLS != nil {
@@ -175,7 +191,7 @@ func (g *Server) serveConn(nc net.Conn) {
 		if err := tc.Handshake(); err != nil {
 			g.log.Debug("tls handshake failed", "peer", nc.RemoteAddr().String(), "err", err)
 			nc.Close()
-			return
+			return nil
 		}
 		h2 = tc.ConnectionState().NegotiatedProtocol == "h2"
 		nc = tc
@@ -194,7 +210,7 @@ func (g *Server) serveConn(nc net.Conn) {
 		case <-g.h1done:
 			nc.Close()
 		}
-		return
+		return nil
 	}
 	br.Discard(len(http2.ClientPreface))
 	nc.SetDeadline(time.Time{})
@@ -205,12 +221,7 @@ func (g *Server) serveConn(nc net.Conn) {
 	if !g.track(cc, true) {
 		cc.d.GoAway()
 	}
-	err := cc.d.Serve()
-	g.track(cc, false)
-	cc.closed()
-	if err != nil {
-		g.log.Debug("connection ended", "peer", cc.peer, "err", err)
-	}
+	return cc
 }
 
 // keepalive checks every connection's liveness, often enough that a dead client

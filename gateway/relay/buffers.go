@@ -31,6 +31,7 @@ var (
 type reader struct {
 	nc   net.Conn
 	raw  syscall.RawConn // nil when the connection offers none (TLS)
+	wake *waker          // see park.go; nil on instance connections
 	buf  *[]byte
 	r, w int
 }
@@ -106,6 +107,9 @@ func (rd *reader) fill() error {
 		}
 		return true
 	})
+	if rd.wake != nil {
+		err = rd.wake.settle(err)
+	}
 	switch {
 	case err != nil:
 		return err

@@ -51,6 +51,13 @@ type conn struct {
 	// onReset, on a client connection, counts a stream reset the client caused,
 	// by RST_STREAM or by breaking the protocol on it. Reader goroutine only.
 	onReset func()
+	// park, on a client connection, is started in a new goroutine when the
+	// reader would block with no stream open; serve then returns errParked. See
+	// Downstream.park for why.
+	park func()
+	// wake, on a client connection over a socket, wakes its reader so it can
+	// park. nil on TLS connections: they stay on the reader's goroutine.
+	wake *waker
 
 	wmu          sync.Mutex
 	bw           *writer

@@ -22,8 +22,18 @@ func (c *conn) serve(r role) error {
 		waited := c.br.Buffered() == 0
 		if waited {
 			c.fl.run()
+			if c.park != nil && c.idle() {
+				go c.park()
+				return errParked
+			}
+			if c.wake != nil {
+				c.wake.arm()
+			}
 		}
 		fh, err := c.rf.ReadFrameHeader()
+		if err == errKicked {
+			continue
+		}
 		if waited {
 			// Once per wake-up, not per frame: enough to tell a live peer from a
 			// vanished one.
@@ -58,6 +68,13 @@ func (c *conn) serve(r role) error {
 		}
 		return err
 	}
+}
+
+// idle reports whether no stream is open on c.
+func (c *conn) idle() bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return len(c.streams) == 0
 }
 
 func (c *conn) dispatch(r role, f http2.Frame) error {

@@ -222,6 +222,7 @@ func (s *Stream) closeDownLocked(fl *flusher) {
 		d.writeRSTLocked(s.did, http2.ErrCodeNo)
 	}
 	delete(d.streams, s.did)
+	d.wakeIfIdleLocked()
 	d.wmu.Unlock()
 	fl.add(d)
 	s.downClosed = true

@@ -219,6 +219,7 @@ func (s *Stream) markDownClosedLocked(fl *flusher) {
 	d := s.down
 	d.wmu.Lock()
 	delete(d.streams, s.did)
+	d.wakeIfIdleLocked()
 	d.wmu.Unlock()
 	s.downClosed = true
 	s.dropResp(fl)

@@ -277,7 +277,11 @@ func (c *conn) retireIfIdleLocked() {
 		c.closed = true
 		if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
 			cw.CloseWrite()
-			c.nc.SetReadDeadline(time.Now().Add(c.cfg.CloseLinger))
+			if c.wake != nil {
+				c.wake.linger(time.Now().Add(c.cfg.CloseLinger))
+			} else {
+				c.nc.SetReadDeadline(time.Now().Add(c.cfg.CloseLinger))
+			}
 		} else {
 			c.nc.Close()
 		}
