@@ -33,8 +33,8 @@
 //
 // Start reports PhaseRequested, PhaseScheduled (always "local"), PhaseStarted with
 // the pid, and PhaseReady once the Prober accepts the instance's address. The probe
-// is retried on a short backoff (250µs growing to 1ms for the first second, then
-// to 5ms), so a cold start costs little
+// is retried every 100µs for the first 250ms, then on a backoff growing to 5ms,
+// so a cold start costs little
 // more than the instance's own start-up. If the process exits first, Start returns a
 // *activator.StartError at once, with the exit code or signal and the last lines the
 // process wrote to stderr. If ctx ends first, Start stops the process and returns

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/tetherhq/tether/activator"
@@ -25,13 +26,16 @@ const DefaultStopGrace = 5 * time.Second
 // milliseconds of exec, so a fixed half-second poll would dominate the cold start;
 // a loopback connect that is refused costs a few microseconds, so probing this
 // often is cheap. The gap between probes is what a ready instance waits to be
-// found, so it stays at most probeFastMax through the first probeFastFor, when
-// most instances come up, and only then grows to probeMaxDelay.
+// found, so through the first probeFastFor, when most instances come up, probes
+// are probeFastGap apart. Go's timers cannot wait that little: an idle runtime
+// rounds a sub-millisecond wait up to a whole millisecond, which doubled the
+// time from "listening" to "first request there". So the fast gaps are a
+// nanosleep on the probing goroutine's thread. After probeFastFor the gap grows
+// on ordinary timers up to probeMaxDelay.
 const (
-	probeFirstDelay = 250 * time.Microsecond
-	probeFastMax    = time.Millisecond
-	probeFastFor    = time.Second
-	probeMaxDelay   = 5 * time.Millisecond
+	probeFastGap  = 100 * time.Microsecond
+	probeFastFor  = 250 * time.Millisecond
+	probeMaxDelay = 5 * time.Millisecond
 )
 
 // Config configures the runtime. The caller reads it from the environment; this
@@ -214,25 +218,32 @@ func (r *Runtime) probeUntilReady(ctx context.Context, in *instance) bool {
 	defer cancel()
 	defer context.AfterFunc(in.life, cancel)()
 
-	timer := time.NewTimer(probeFirstDelay)
-	timer.Stop()
 	fastUntil := time.Now().Add(probeFastFor)
-	next := func(delay time.Duration) time.Duration {
-		if time.Now().Before(fastUntil) {
-			return min(delay*3/2, probeFastMax)
-		}
-		return min(delay*3/2, probeMaxDelay)
-	}
-	for delay := probeFirstDelay; ; delay = next(delay) {
+	for {
 		if r.probe.Probe(pctx, in.addr) == nil {
 			return true
 		}
-		timer.Reset(delay)
+		if pctx.Err() != nil {
+			return false
+		}
+		if time.Now().After(fastUntil) {
+			break
+		}
+		ts := syscall.NsecToTimespec(probeFastGap.Nanoseconds())
+		syscall.Nanosleep(&ts, nil)
+	}
+	timer := time.NewTimer(time.Millisecond)
+	defer timer.Stop()
+	for delay := time.Millisecond; ; delay = min(delay*3/2, probeMaxDelay) {
 		select {
 		case <-timer.C:
 		case <-pctx.Done():
 			return false
 		}
+		if r.probe.Probe(pctx, in.addr) == nil {
+			return true
+		}
+		timer.Reset(delay)
 	}
 }
 

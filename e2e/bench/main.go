@@ -53,7 +53,7 @@ func main() {
 	var targets string
 	flag.StringVar(&o.mode, "mode", "full", "full, smoke or profile")
 	flag.IntVar(&o.rounds, "rounds", 5, "rounds (full mode), each with fresh processes in a shuffled order")
-	flag.StringVar(&targets, "targets", "direct,tether,nginx,haproxy,caddy", "targets for M1; caddy is skipped if not installed")
+	flag.StringVar(&targets, "targets", "direct,tether,nginx,haproxy,caddy", "targets for M1; caddy is skipped if not installed; empty for cold starts (M2, M4) only")
 	flag.StringVar(&o.out, "out", "", "results directory: one JSON-lines file per run")
 	flag.StringVar(&o.bin, "bin", "", "directory holding tether, tether-example, backend and tetherprof")
 	flag.StringVar(&o.ghz, "ghz", "ghz", "ghz executable (v0.120.0)")
@@ -61,7 +61,11 @@ func main() {
 	flag.IntVar(&o.maxConn, "max-conns", 24000, "M3: stop looking for the largest connection count here")
 	flag.StringVar(&o.m3Only, "m3-only", "", "run only M3, for these comma-separated proxies (a check of M3 itself)")
 	flag.Parse()
-	o.targets = strings.Split(targets, ",")
+	for _, t := range strings.Split(targets, ",") {
+		if t != "" {
+			o.targets = append(o.targets, t)
+		}
+	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench: FAIL:", err)
 		os.Exit(1)
