@@ -96,3 +96,10 @@ func (c *conn) wakeIfIdleLocked() {
 		c.wake.kick()
 	}
 }
+
+// idle reports whether no stream is open on c.
+func (c *conn) idle() bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return len(c.streams) == 0
+}

@@ -70,13 +70,6 @@ func (c *conn) serve(r role) error {
 	}
 }
 
-// idle reports whether no stream is open on c.
-func (c *conn) idle() bool {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	return len(c.streams) == 0
-}
-
 func (c *conn) dispatch(r role, f http2.Frame) error {
 	switch f := f.(type) {
 	case *http2.MetaHeadersFrame:
