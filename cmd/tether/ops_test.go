@@ -279,6 +279,14 @@ func TestColdStartHeadersAddUp(t *testing.T) {
 	defer cancel()
 	g := start(t, nil)
 	cc := dialGRPC(t, g.gateway.String())
+	// The wait is the call's: the connection is up before the clock starts, as
+	// the gateway's own clock starts at the request, not at the TCP handshake.
+	cc.Connect()
+	for s := cc.GetState(); s != connectivity.Ready; s = cc.GetState() {
+		if !cc.WaitForStateChange(ctx, s) {
+			t.Fatal("no connection to the gateway")
+		}
+	}
 	var header metadata.MD
 	began := time.Now()
 	if _, err := examplepb.NewSessionClient(cc).Info(ctx, &examplepb.InfoRequest{}, grpc.Header(&header)); err != nil {

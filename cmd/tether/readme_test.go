@@ -2,13 +2,16 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -40,17 +43,14 @@ func TestREADMEMakeRunAndCall(t *testing.T) {
 		t.Fatal("the README lost its grpcurl example")
 	}
 
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := lis.Addr().String()
-	lis.Close()
+	// Free ports for the gRPC and the admin listener: make run's defaults (:8080,
+	// :9090) may be taken on a machine where someone is running tether.
+	addr, adminAddr := freeAddr(t), freeAddr(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	runCmd := exec.CommandContext(ctx, "make", "-C", "../..", "run", "LISTEN="+addr)
-	runCmd.Env = append(os.Environ(), "TETHER_LOG_FORMAT=json")
+	runCmd.Env = append(os.Environ(), "TETHER_LOG_FORMAT=json", "TETHER_METRICS_LISTEN="+adminAddr)
 	// Its own process group, so the test can signal make and the gateway together,
 	// as Ctrl-C in a terminal does.
 	runCmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -62,11 +62,14 @@ func TestREADMEMakeRunAndCall(t *testing.T) {
 	if err := runCmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	listening := onListening(stderr)
+	var log lockedBuffer
+	listening, exited := onListening(stderr, &log)
 	select {
 	case <-listening:
+	case <-exited:
+		t.Fatalf("make run exited before the gateway listened:\n%s", log.String())
 	case <-ctx.Done():
-		t.Fatal("make run did not start the gateway")
+		t.Fatalf("make run did not start the gateway:\n%s", log.String())
 	}
 
 	cmd := exec.CommandContext(ctx, "sh", "-c", strings.Replace(call, "localhost:8080", addr, 1))
@@ -84,19 +87,50 @@ func TestREADMEMakeRunAndCall(t *testing.T) {
 	runCmd.Wait()
 }
 
-// onListening signals once the gateway logs that it is listening.
-func onListening(r interface{ Read([]byte) (int, error) }) <-chan struct{} {
-	ch := make(chan struct{})
+// onListening signals once the gateway logs that it is listening, and once make
+// run's output ends. It copies every line into log.
+func onListening(r io.Reader, log *lockedBuffer) (listening, exited <-chan struct{}) {
+	l, e := make(chan struct{}), make(chan struct{})
 	go func() {
+		defer close(e)
 		sc := bufio.NewScanner(r)
 		signalled := false
 		for sc.Scan() {
+			log.Write(append(sc.Bytes(), '\n'))
 			var rec struct{ Msg string }
 			if !signalled && json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == "tether listening" {
-				close(ch)
+				close(l)
 				signalled = true
 			}
 		}
 	}()
-	return ch
+	return l, e
+}
+
+// lockedBuffer keeps what make run wrote, for the failure message.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	return lis.Addr().String()
 }
