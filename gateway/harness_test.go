@@ -104,6 +104,8 @@ type options struct {
 	idleIgnore []string
 	// tls serves TLS instead of h2c.
 	tls *tls.Config
+	// listener, if set, wraps the gateway's listener.
+	listener func(net.Listener) net.Listener
 }
 
 // harness is one running gateway and everything behind it.
@@ -181,6 +183,9 @@ func startGateway(t *testing.T, o options) *harness {
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if o.listener != nil {
+		lis = o.listener(lis)
 	}
 	served := make(chan error, 1)
 	go func() { served <- gw.Serve(lis) }()

@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -143,6 +144,7 @@ func (g *Server) Serve(lis net.Listener) error {
 			}()
 		}
 	}
+	var backoff time.Duration
 	for {
 		nc, err := lis.Accept()
 		if err != nil {
@@ -156,11 +158,37 @@ func (g *Server) Serve(lis net.Listener) error {
 			if errors.As(err, &ne) && ne.Timeout() {
 				continue
 			}
-			return err
+			if !acceptCanRetry(err) {
+				return err
+			}
+			// Out of file descriptors or memory: the connections already served
+			// must go on, and new ones wait until some close. Back off as
+			// net/http does, so the accept loop does not spin.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			g.log.Warn("accept failed; retrying", "err", err, "retry_in", backoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-g.quit:
+				t.Stop()
+			}
+			continue
 		}
+		backoff = 0
 		g.wg.Add(1)
 		go g.serveConn(nc, g.wg.Done)
 	}
+}
+
+// acceptCanRetry reports whether Accept failed for want of a resource that
+// closing connections gives back, rather than because the listener is broken.
+func acceptCanRetry(err error) bool {
+	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // serveConn finds out what the client speaks and serves it, in the background
