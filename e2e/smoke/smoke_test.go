@@ -29,9 +29,22 @@ const (
 	namespace    = "smoke"
 	serverImage  = "tether-testserver:dev"
 	exampleImage = "tether-example:dev"
-	grpcPort     = 8080
 	waitTimeout  = 30 * time.Second
 )
+
+// grpcPort is the pods' gRPC port. Each pod listens on a loopback address of
+// its own, but a process that listens on every address (":8080") would still
+// take the port from all of them, so it is one that is free everywhere.
+var grpcPort = freeWildcardPort()
+
+func freeWildcardPort() int32 {
+	lis, err := net.Listen("tcp", ":0")
+	if err != nil {
+		panic(err)
+	}
+	defer lis.Close()
+	return int32(lis.Addr().(*net.TCPAddr).Port)
+}
 
 func TestHarness(t *testing.T) {
 	bins := gobuild.ForTest(t, "github.com/tetherhq/tether/e2e/internal/testserver")
