@@ -94,6 +94,12 @@ func (e *RuntimeError) Unwrap() error { return e.Err }
 // be handed a fresh, empty one.
 var ErrSessionNotFound = errors.New("session not found: the token is unknown or its instance was reaped; connect without " + HeaderSession + " to start a new session")
 
+// ErrOtherSession is a token, sent on a connection already pinned to one
+// session, that belongs to another. Following it would mean one connection
+// reaching two instances; ignoring it would let a client that sends its token on
+// every call talk to the wrong instance without knowing.
+var ErrOtherSession = errors.New("this connection is pinned to another session: " + HeaderSession + " re-attaches a session only on a new connection")
+
 // ErrShuttingDown is returned to calls that arrive while the gateway drains. It maps
 // to UNAVAILABLE, which gRPC clients retry elsewhere.
 var ErrShuttingDown = errors.New("gateway is shutting down")

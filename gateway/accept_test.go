@@ -46,3 +46,31 @@ func TestAcceptOutOfFilesIsRetried(t *testing.T) {
 		t.Errorf("logged %d accept retries, want 3:\n%s", got, h.log.String())
 	}
 }
+
+// A connection that never completes its preface is closed at the handshake
+// timeout, not handed to the HTTP/1 server to wait for its header timeout too.
+func TestSilentConnectionClosedAtHandshakeTimeout(t *testing.T) {
+	const timeout = time.Second
+	h := startGateway(t, options{handshake: timeout})
+	for _, sent := range []string{"", "PRI * HTTP/2.0\r\n"} {
+		nc, err := net.Dial("tcp", h.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		began := time.Now()
+		if _, err := nc.Write([]byte(sent)); err != nil {
+			t.Fatal(err)
+		}
+		nc.SetReadDeadline(began.Add(10 * timeout))
+		n, err := nc.Read(make([]byte, 1))
+		waited := time.Since(began)
+		nc.Close()
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			t.Fatalf("sent %q: still open after %s", sent, waited)
+		}
+		// Closed at the deadline, not at twice it: the bound is loose for a busy machine.
+		if n != 0 || waited < timeout || waited > timeout*17/10 {
+			t.Errorf("sent %q: closed after %s with %d bytes (%v), want at the %s handshake timeout", sent, waited, n, err, timeout)
+		}
+	}
+}

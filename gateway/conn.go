@@ -58,6 +58,10 @@ func (cc *clientConn) OpenStream(st *relay.Stream) {
 	p := cc.pin
 	cc.mu.Unlock()
 	if p != nil {
+		if err := cc.sameSession(p, st); err != nil {
+			cc.fail(st, err)
+			return
+		}
 		cc.forward(p, st, nil)
 		return
 	}
@@ -90,6 +94,24 @@ func (cc *clientConn) OpenStream(st *relay.Stream) {
 	}
 	cc.hold(a, st)
 	cc.mu.Unlock()
+}
+
+// sameSession checks a token sent on a pinned connection: it must be the pinned
+// session's own. Hints are otherwise ignored once a connection is pinned.
+func (cc *clientConn) sameSession(p *pin, st *relay.Stream) error {
+	for _, h := range st.Hints() {
+		if h.Name != activator.HeaderSession {
+			continue
+		}
+		s, err := cc.g.sessions.Attach(h.Value)
+		if err != nil {
+			return err
+		}
+		if s != p.s {
+			return activator.ErrOtherSession
+		}
+	}
+	return nil
 }
 
 // hold parks st until the activation ends, or its own grpc-timeout passes first.

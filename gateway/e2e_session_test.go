@@ -456,3 +456,41 @@ func TestSessionTokenIsDeliveredWhenTheFirstCallFails(t *testing.T) {
 		t.Fatalf("re-attach with the token from a failed first call: %v, %v; want pid %d", binfo, err, info.GetPid())
 	}
 }
+
+// A client that sends its token on every call must never reach another
+// session's instance through a connection pinned elsewhere: its own token goes
+// through, another live session's token is FAILED_PRECONDITION, an unknown one
+// NOT_FOUND, and the pinned instance's state is untouched by the refused calls.
+func TestTokenOnAPinnedConnectionMustBeItsOwn(t *testing.T) {
+	h := startGateway(t, options{})
+	ctx := testCtx(t, time.Minute)
+	a, _ := h.client(t)
+	b, _ := h.client(t)
+	var ma, mb metadata.MD
+	if _, err := a.Increment(ctx, &examplepb.IncrementRequest{Delta: 1}, grpc.Header(&ma)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Increment(ctx, &examplepb.IncrementRequest{Delta: 100}, grpc.Header(&mb)); err != nil {
+		t.Fatal(err)
+	}
+	tokenA, tokenB := one(t, ma, "x-tether-session"), one(t, mb, "x-tether-session")
+
+	v, err := a.Increment(withMD(ctx, "x-tether-session", tokenA), &examplepb.IncrementRequest{Delta: 1})
+	if err != nil || v.GetValue() != 2 {
+		t.Fatalf("own token on the pinned connection: %v, %v; want 2", v, err)
+	}
+	_, err = a.Increment(withMD(ctx, "x-tether-session", tokenB), &examplepb.IncrementRequest{Delta: 1})
+	if status.Code(err) != codes.FailedPrecondition || !strings.Contains(status.Convert(err).Message(), "pinned to another session") {
+		t.Errorf("another session's token on a pinned connection: got %v, want FAILED_PRECONDITION", err)
+	}
+	_, err = a.Increment(withMD(ctx, "x-tether-session", "aaaaaaaaaaaaaaaa.bogus"), &examplepb.IncrementRequest{Delta: 1})
+	if status.Code(err) != codes.NotFound {
+		t.Errorf("unknown token on a pinned connection: got %v, want NOT_FOUND", err)
+	}
+	if v, err := a.Increment(ctx, &examplepb.IncrementRequest{Delta: 1}); err != nil || v.GetValue() != 3 {
+		t.Errorf("pinned instance after refused calls: %v, %v; want 3", v, err)
+	}
+	if v, err := b.Increment(ctx, &examplepb.IncrementRequest{Delta: 1}); err != nil || v.GetValue() != 101 {
+		t.Errorf("the other session's instance: %v, %v; want 101 (untouched until now)", v, err)
+	}
+}

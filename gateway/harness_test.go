@@ -104,6 +104,8 @@ type options struct {
 	idleIgnore []string
 	// tls serves TLS instead of h2c.
 	tls *tls.Config
+	// handshake is the gateway's HandshakeTimeout; 0 means 5s.
+	handshake time.Duration
 	// listener, if set, wraps the gateway's listener.
 	listener func(net.Listener) net.Listener
 }
@@ -178,7 +180,11 @@ func startGateway(t *testing.T, o options) *harness {
 		}
 		ignore[m] = true
 	}
-	gw := gateway.New(gateway.Config{TLS: o.tls, Bounds: b, HandshakeTimeout: 5 * time.Second,
+	handshake := o.handshake
+	if handshake == 0 {
+		handshake = 5 * time.Second
+	}
+	gw := gateway.New(gateway.Config{TLS: o.tls, Bounds: b, HandshakeTimeout: handshake,
 		IdleIgnore: ignore, Log: log.With("component", "gateway")}, mgr)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

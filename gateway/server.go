@@ -228,7 +228,14 @@ func (g *Server) handshake(nc net.Conn) *clientConn {
 	// its pooled buffer and drops br. Small, because every connection pays it.
 	br := bufio.NewReaderSize(nc, 1<<10)
 	if h2 {
-		h2 = hasPreface(br)
+		var err error
+		if h2, err = hasPreface(br); err != nil {
+			// Silence, or half a preface, until the handshake deadline: HTTP/1
+			// would only wait for its own header timeout again.
+			g.log.Debug("no preface", "peer", nc.RemoteAddr().String(), "err", err)
+			nc.Close()
+			return nil
+		}
 	}
 	if !h2 {
 		// An HTTP/1 client gets a quick, clear answer rather than a hang (case B12).
@@ -273,14 +280,17 @@ func (g *Server) keepalive() {
 // hasPreface reads the client's first bytes and reports whether they are the
 // HTTP/2 connection preface. It stops at the first byte that differs, so a short
 // HTTP/1 request is recognised at once instead of waiting for 24 bytes.
-func hasPreface(br *bufio.Reader) bool {
+func hasPreface(br *bufio.Reader) (bool, error) {
 	for i := 1; i <= len(http2.ClientPreface); i++ {
 		b, err := br.Peek(i)
-		if err != nil || b[i-1] != http2.ClientPreface[i-1] {
-			return false
+		if err != nil {
+			return false, err
+		}
+		if b[i-1] != http2.ClientPreface[i-1] {
+			return false, nil
 		}
 	}
-	return true
+	return true, nil
 }
 
 func (g *Server) track(cc *clientConn, add bool) bool {

@@ -30,6 +30,8 @@ func Status(err error) (codes.Code, string) {
 		return codes.Unavailable, err.Error()
 	case errors.Is(err, activator.ErrSessionNotFound):
 		return codes.NotFound, err.Error()
+	case errors.Is(err, activator.ErrOtherSession):
+		return codes.FailedPrecondition, err.Error()
 	case errors.Is(err, activator.ErrShuttingDown):
 		return codes.Unavailable, err.Error()
 	case errors.Is(err, context.DeadlineExceeded):

@@ -104,6 +104,10 @@ func newConn(nc net.Conn, br *reader, cfg *Config, server bool) *conn {
 	c.rf.ReadMetaHeaders = hpack.NewDecoder(defaultTableSize, nil)
 	c.rf.MaxHeaderListSize = cfg.MaxHeaderListSize
 	c.rf.SetReuseFrames()
+	// We never advertise SETTINGS_MAX_FRAME_SIZE, so the peer may send no frame
+	// over the default. The framer's own cap is 16 MiB, and a frame header that
+	// claims that much would have the reader buffer it.
+	c.rf.SetMaxReadFrameSize(defaultMaxFrame)
 	c.wf = http2.NewFramer(c.bw, nil)
 	c.henc = hpack.NewEncoder(&c.hbuf)
 	return c
