@@ -86,6 +86,13 @@ func (cc *clientConn) OpenStream(st *relay.Stream) {
 		cc.forward(p, st, nil)
 		return
 	}
+	if !st.GRPC() {
+		// A port scanner or a browser must not cost an instance for the idle
+		// timeout. Pinned connections pass anything on: the instance decides.
+		cc.mu.Unlock()
+		cc.fail(st, errNotGRPC)
+		return
+	}
 	a := cc.act
 	if a == nil {
 		a = &activation{waiters: make(map[*relay.Stream]*time.Timer)}

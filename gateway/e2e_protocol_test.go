@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/net/http2/hpack"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
@@ -266,5 +267,27 @@ func TestShutdownEndsStreamsStillOpenAfterTheGraceWithUnavailable(t *testing.T) 
 	_, err = w.Recv()
 	if st := status.Convert(err); st.Code() != codes.Unavailable || !strings.Contains(st.Message(), "gateway is shutting down") {
 		t.Errorf("open stream after the grace: got %v, want UNAVAILABLE \"gateway is shutting down\"", err)
+	}
+}
+
+// A request that is not gRPC (a browser, a scanner, curl --http2-prior-knowledge)
+// must not cost an instance for the idle timeout: it gets a plain 400 at once,
+// and nothing starts.
+func TestNonGRPCRequestStartsNothing(t *testing.T) {
+	h := startGateway(t, options{})
+	ctx := testCtx(t, 30*time.Second)
+	r := dialRaw(t, h.addr)
+	s := r.call(1, []hpack.HeaderField{
+		{Name: ":method", Value: "GET"},
+		{Name: ":scheme", Value: "http"},
+		{Name: ":authority", Value: "tether.test"},
+		{Name: ":path", Value: "/"},
+	}, nil).wait(t, ctx)
+	status, _ := field(s.headers[0], ":status")
+	if status != "400" || !strings.Contains(string(s.data), "only for a gRPC request") {
+		t.Fatalf("got %s", s)
+	}
+	if n := h.rt.starts(); n != 0 {
+		t.Errorf("a non-gRPC request started %d instances", n)
 	}
 }

@@ -9,6 +9,9 @@ import (
 	"github.com/tetherhq/tether/activator"
 )
 
+// errNotGRPC answers a request that would start a session without being gRPC.
+var errNotGRPC = errors.New("tether starts a session only for a gRPC request (content-type: application/grpc)")
+
 // Status maps an error to the gRPC status a client receives. It is the one table:
 // every path that fails a request on the gateway's side goes through it, so the
 // same failure always reads the same way (case B11).
@@ -30,6 +33,8 @@ func Status(err error) (codes.Code, string) {
 		return codes.Unavailable, err.Error()
 	case errors.Is(err, activator.ErrSessionNotFound):
 		return codes.NotFound, err.Error()
+	case errors.Is(err, errNotGRPC):
+		return codes.InvalidArgument, err.Error()
 	case errors.Is(err, activator.ErrOtherSession):
 		return codes.FailedPrecondition, err.Error()
 	case errors.Is(err, activator.ErrShuttingDown):

@@ -92,6 +92,10 @@ func (f *flow) attach(dst *conn) {
 // Hints are the x-tether-* headers of the request, which are never forwarded.
 func (s *Stream) Hints() []activator.Header { return s.hints }
 
+// GRPC reports whether the request's content-type is application/grpc or a
+// subtype of it.
+func (s *Stream) GRPC() bool { return s.grpc }
+
 // Timeout is the request's grpc-timeout, or 0.
 func (s *Stream) Timeout() time.Duration { return s.timeout }
 
