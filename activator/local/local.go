@@ -205,7 +205,11 @@ func (r *Runtime) awaitReady(ctx context.Context, in *instance) error {
 	}
 	// ctx ended. The process has served no one yet, but it may be writing state
 	// of its own, so it still gets SIGTERM and its grace.
-	in.stop(context.WithoutCancel(ctx), "not ready before the activation deadline")
+	reason := "not ready before the activation deadline"
+	if errors.Is(ctx.Err(), context.Canceled) {
+		reason = "activation cancelled before it was ready: the client went away or the gateway is stopping"
+	}
+	in.stop(context.WithoutCancel(ctx), reason)
 	return ctx.Err()
 }
 

@@ -21,7 +21,7 @@ func newLogger(format, level string, w io.Writer) *slog.Logger {
 		tty = isatty.IsTerminal(f.Fd())
 	}
 	if format == "json" || (format == "auto" && !tty) {
-		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lvl}))
+		return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: lvl, ReplaceAttr: durationText}))
 	}
 	return slog.New(tint.NewHandler(w, &tint.Options{Level: lvl, TimeFormat: time.TimeOnly, NoColor: !tty}))
 }
@@ -32,4 +32,14 @@ func parseLevel(s string) (slog.Level, error) {
 		return 0, fmt.Errorf("%q is not one of debug, info, warn, error", s)
 	}
 	return l, nil
+}
+
+// durationText writes durations as Go durations ("10m0s", "12.3ms"), the form
+// TETHER_* variables take, rather than as the nanosecond counts slog's JSON
+// handler writes by default.
+func durationText(_ []string, a slog.Attr) slog.Attr {
+	if a.Value.Kind() == slog.KindDuration {
+		return slog.String(a.Key, a.Value.Duration().String())
+	}
+	return a
 }

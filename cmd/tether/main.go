@@ -51,10 +51,21 @@ func run(ctx context.Context, args []string, environ map[string]string, stdout, 
 	switch args[0] {
 	case "sessions":
 		return sessionsCommand(ctx, args[1:], environ, stdout)
+	case "-h", "-help", "--help", "help":
+		_, err := io.WriteString(stdout, usage)
+		return err
 	default:
 		return fmt.Errorf("unknown command %q: run tether with no arguments (configured by TETHER_* variables), or `tether sessions`", args[0])
 	}
 }
+
+const usage = `tether: one gRPC address that gives every client connection its own instance.
+
+Usage:
+  tether            run the gateway, configured by TETHER_* environment variables
+                    (TETHER_LISTEN, TETHER_RUNTIME, TETHER_IDLE_TIMEOUT, ...: see the README)
+  tether sessions   list the live sessions of a running gateway (-addr, -json)
+`
 
 // addrs are where a started gateway listens.
 type addrs struct {

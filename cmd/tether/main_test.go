@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -211,5 +212,35 @@ func waitFD(ctx context.Context, fd int) error {
 			return errors.New("timed out")
 		}
 		return nil
+	}
+}
+
+// Asking for help prints the usage and succeeds, for the gateway and for the
+// sessions subcommand; an unknown command is still an error.
+func TestHelp(t *testing.T) {
+	for _, args := range [][]string{{"-h"}, {"--help"}, {"help"}, {"sessions", "-h"}} {
+		var out bytes.Buffer
+		if err := run(context.Background(), args, map[string]string{}, &out, io.Discard, nil); err != nil {
+			t.Errorf("tether %v: %v", args, err)
+		}
+		if !strings.Contains(out.String(), "sessions") {
+			t.Errorf("tether %v printed %q, want the usage", args, out.String())
+		}
+	}
+	if err := run(context.Background(), []string{"serve"}, map[string]string{}, io.Discard, io.Discard, nil); err == nil {
+		t.Error("tether serve: no error for an unknown command")
+	}
+}
+
+// JSON logs write durations as Go durations, the form the TETHER_* variables take.
+func TestJSONLogDurations(t *testing.T) {
+	var out bytes.Buffer
+	newLogger("json", "info", &out).Info("x", "idle_timeout", 10*time.Minute)
+	var rec map[string]any
+	if err := json.Unmarshal(out.Bytes(), &rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec["idle_timeout"] != "10m0s" {
+		t.Errorf("idle_timeout logged as %v, want \"10m0s\"", rec["idle_timeout"])
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -26,6 +27,9 @@ func sessionsCommand(ctx context.Context, args []string, environ map[string]stri
 	addr := fs.String("addr", dialAddr(tcpAddr(def)), "the gateway's admin address (TETHER_METRICS_LISTEN)")
 	asJSON := fs.Bool("json", false, "print the JSON the gateway serves")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil // the usage is printed; asking for it is no failure
+		}
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
