@@ -117,8 +117,8 @@ func (m *Manager) Activate(ctx context.Context, req hints.Request, peer string, 
 		return nil, activator.ErrShuttingDown
 	case m.cfg.MaxInstances > 0 && len(m.byID)+m.starting >= m.cfg.MaxInstances:
 		m.mu.Unlock()
-		err := &activator.CapacityError{Reason: "the gateway's cap of " + strconv.Itoa(m.cfg.MaxInstances) +
-			" instances (TETHER_MAX_INSTANCES) is reached"}
+		err := &activator.CapacityError{Reason: "the gateway's cap (TETHER_MAX_INSTANCES) of " +
+			strconv.Itoa(m.cfg.MaxInstances) + " running or starting is reached"}
 		m.cfg.Observer.ActivationFailed(err, s.Activation)
 		return nil, err
 	}
