@@ -204,19 +204,10 @@ func (t *target) mkdir() (string, error) {
 // the backend, and keepalive_requests raised so that it never sends GOAWAY after
 // 1000 requests.
 func (t *target) startNginx(b bins) error {
-	var err error
-	if t.backend, err = t.startOwnBackend(b); err != nil {
-		return err
-	}
-	dir, err := t.mkdir()
+	dir, err := t.prepareProxy(b)
 	if err != nil {
 		return err
 	}
-	port, err := freePort()
-	if err != nil {
-		return err
-	}
-	t.addr = "127.0.0.1:" + strconv.Itoa(port)
 	user := ""
 	if os.Geteuid() == 0 {
 		user = "user root root;\n"
@@ -275,19 +266,10 @@ func cpuMask(cpu int) string { return "1" + strings.Repeat("0", cpu) }
 // 2.6.12 stalled about one run in ten of two concurrent bidi streams from ghz on
 // one connection, which would be an error of HAProxy's, not a measurement.
 func (t *target) startHAProxy(b bins) error {
-	var err error
-	if t.backend, err = t.startOwnBackend(b); err != nil {
-		return err
-	}
-	dir, err := t.mkdir()
+	dir, err := t.prepareProxy(b)
 	if err != nil {
 		return err
 	}
-	port, err := freePort()
-	if err != nil {
-		return err
-	}
-	t.addr = "127.0.0.1:" + strconv.Itoa(port)
 	conf := fmt.Sprintf(`global
   nbthread 1
   cpu-map 1/1 %d
@@ -316,19 +298,10 @@ backend be
 
 // startCaddy runs Caddy's reverse_proxy to the backend over h2c, GOMAXPROCS=1.
 func (t *target) startCaddy(b bins) error {
-	var err error
-	if t.backend, err = t.startOwnBackend(b); err != nil {
-		return err
-	}
-	dir, err := t.mkdir()
+	dir, err := t.prepareProxy(b)
 	if err != nil {
 		return err
 	}
-	port, err := freePort()
-	if err != nil {
-		return err
-	}
-	t.addr = "127.0.0.1:" + strconv.Itoa(port)
 	conf := fmt.Sprintf(`{"admin":{"disabled":true},"logging":{"logs":{"default":{"level":"ERROR"}}},
 "apps":{"http":{"servers":{"bench":{"listen":["%s"],"protocols":["h1","h2","h2c"],"automatic_https":{"disable":true},
 "routes":[{"handle":[{"handler":"reverse_proxy","flush_interval":-1,
@@ -343,6 +316,23 @@ func (t *target) startCaddy(b bins) error {
 		return err
 	}
 	return waitListening(t.addr, []*proc{t.proxy}, 30*time.Second)
+}
+
+// prepareProxy starts the target's own backend, makes its working directory and
+// picks its listen address: what every third-party proxy needs before its config.
+func (t *target) prepareProxy(b bins) (dir string, err error) {
+	if t.backend, err = t.startOwnBackend(b); err != nil {
+		return "", err
+	}
+	if dir, err = t.mkdir(); err != nil {
+		return "", err
+	}
+	port, err := freePort()
+	if err != nil {
+		return "", err
+	}
+	t.addr = "127.0.0.1:" + strconv.Itoa(port)
+	return dir, nil
 }
 
 func (t *target) startOwnBackend(b bins) (*proc, error) {
