@@ -33,9 +33,10 @@ type rawConn struct {
 	streams map[uint32]*rawStream
 
 	pingAcks atomic.Int64
-	goAway   chan rawGoAway // the first GOAWAY
-	closed   chan struct{}  // the reader has stopped
-	done     chan struct{}  // cleanup has begun
+	settings chan []http2.Setting // the gateway's first SETTINGS
+	goAway   chan rawGoAway       // the first GOAWAY
+	closed   chan struct{}        // the reader has stopped
+	done     chan struct{}        // cleanup has begun
 	doneOnce sync.Once
 }
 
@@ -79,10 +80,11 @@ func dialRaw(t *testing.T, addr string) *rawConn {
 	}
 	r := &rawConn{
 		t: t, nc: nc,
-		streams: make(map[uint32]*rawStream),
-		goAway:  make(chan rawGoAway, 1),
-		closed:  make(chan struct{}),
-		done:    make(chan struct{}),
+		streams:  make(map[uint32]*rawStream),
+		settings: make(chan []http2.Setting, 1),
+		goAway:   make(chan rawGoAway, 1),
+		closed:   make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 	r.fr = http2.NewFramer(nc, nc)
 	r.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
@@ -144,6 +146,12 @@ func (r *rawConn) read() {
 		switch f := f.(type) {
 		case *http2.SettingsFrame:
 			if !f.IsAck() {
+				var ss []http2.Setting
+				f.ForeachSetting(func(s http2.Setting) error { ss = append(ss, s); return nil })
+				select {
+				case r.settings <- ss:
+				default:
+				}
 				r.write(func() error { return r.fr.WriteSettingsAck() })
 			}
 		case *http2.PingFrame:
