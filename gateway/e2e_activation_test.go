@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"strconv"
 	"strings"
@@ -10,6 +11,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/emptypb"
@@ -299,5 +301,85 @@ func TestCallThatGivesUpWhileHeldIsNeverDeliveredAndTheNextCallFindsTheInstanceW
 	}
 	if n := h.rt.starts(); n != 1 {
 		t.Errorf("runtime started %d instances, want 1", n)
+	}
+}
+
+// Case B15: a client stream whose messages were all sent during the cold start
+// reaches the instance exactly once. The instance's port opens only after 500ms,
+// so the readiness probe is refused until then; the gateway sends no request
+// byte before the probe succeeds, and so never has a body to rewind. The deltas
+// are powers of two: a message lost or delivered twice changes the sum.
+func TestColdClientStreamDeliversEachMessageExactlyOnce(t *testing.T) {
+	const delay = 500 * time.Millisecond
+	h := startGateway(t, options{args: []string{"-startup-delay", delay.String()}})
+	ctx := testCtx(t, time.Minute)
+	c, _ := h.client(t)
+
+	a, err := c.Accumulate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []int64{1, 2, 4} {
+		if err := a.Send(&examplepb.IncrementRequest{Delta: d}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	v, err := a.CloseAndRecv()
+	if err != nil || v.GetValue() != 7 {
+		t.Fatalf("Accumulate: %v, %v; want 7", v, err)
+	}
+	md, err := a.Header()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cold, err := time.ParseDuration(one(t, md, "x-tether-cold-start")); err != nil || cold < delay {
+		t.Errorf("x-tether-cold-start %v (%v): the messages were not held through a cold start of %v", cold, err, delay)
+	}
+	if v, err := c.Increment(ctx, &examplepb.IncrementRequest{Delta: 8}); err != nil || v.GetValue() != 15 {
+		t.Errorf("the instance's counter afterwards: %v, %v; want 15", v, err)
+	}
+	if n := h.rt.starts(); n != 1 {
+		t.Errorf("runtime started %d instances, want 1", n)
+	}
+}
+
+// Case B19: a cold start longer than the gateway's other timeouts (here the
+// handshake timeout) is cut by nothing but TETHER_ACTIVATION_TIMEOUT or the
+// client's deadline, over h2c and over TLS, with and without grpc-timeout.
+// Where the wait does end, it ends at min(deadline, activation timeout): see
+// TestSlowColdStartEndsAtTheActivationTimeoutOrClientDeadlineAndLeavesNoProcess.
+func TestColdStartOutlastsEveryOtherTimeout(t *testing.T) {
+	const (
+		delay     = 1500 * time.Millisecond
+		handshake = 200 * time.Millisecond
+	)
+	cert, pool := selfSigned(t)
+	for _, mode := range []string{"h2c", "tls"} {
+		t.Run(mode, func(t *testing.T) {
+			o := options{args: []string{"-startup-delay", delay.String()}, handshake: handshake, activation: 30 * time.Second}
+			var dial []grpc.DialOption
+			if mode == "tls" {
+				o.tls = &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2"}, MinVersion: tls.VersionTLS12}
+				dial = append(dial, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})))
+			}
+			h := startGateway(t, o)
+			ctx := testCtx(t, time.Minute)
+			for _, deadline := range []time.Duration{0, 20 * time.Second} {
+				c, _ := h.client(t, dial...)
+				cctx := noDeadline(t, time.Minute)
+				if deadline > 0 {
+					var cancel context.CancelFunc
+					cctx, cancel = context.WithTimeout(ctx, deadline)
+					defer cancel()
+				}
+				var md metadata.MD
+				if _, err := c.Info(cctx, &examplepb.InfoRequest{}, grpc.Header(&md)); err != nil {
+					t.Fatalf("deadline %v: %v", deadline, err)
+				}
+				if cold, err := time.ParseDuration(one(t, md, "x-tether-cold-start")); err != nil || cold < delay {
+					t.Errorf("deadline %v: x-tether-cold-start %v (%v), want at least %v", deadline, cold, err, delay)
+				}
+			}
+		})
 	}
 }
