@@ -95,19 +95,9 @@ type ghzResult struct {
 	RPS               float64          `json:"rps"`
 	ErrorDistribution map[string]int   `json:"errorDistribution"`
 	StatusCodes       map[string]int64 `json:"statusCodeDistribution"`
-	Latencies         []struct {
-		Percentage int           `json:"percentage"`
-		Latency    time.Duration `json:"latency"`
-	} `json:"latencyDistribution"`
-}
-
-func (g ghzResult) percentile(p int) time.Duration {
-	for _, l := range g.Latencies {
-		if l.Percentage == p {
-			return l.Latency
-		}
-	}
-	return 0
+	Details           []struct {
+		Latency time.Duration `json:"latency"`
+	} `json:"details"`
 }
 
 // ghz runs ghz against t and fails on any response that is not OK.

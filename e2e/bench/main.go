@@ -138,6 +138,9 @@ func run(o options) error {
 				fmt.Printf("ERROR round %d, %s: %s\n", r, name, strings.ReplaceAll(err.Error(), "\n", " "))
 			}
 		}
+		if !smoke {
+			m.latency(r, o.targets)
+		}
 	}
 	if !smoke && o.m3 {
 		for _, name := range m3Targets {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -40,10 +42,11 @@ const (
 	unaryConns, unaryStreams   = 4, 8 // h2load -c -m for unary: 32 calls in flight
 	streamConns, streamStreams = 2, 1 // h2load -c -m for streams: 2 streams in flight
 	latencyRate                = 1000 // ghz --rps for the latency runs, well below saturation
+	latencyChunks              = 6    // the latency runs' calls, per target and size, come in this many turns
 )
 
-// m1 measures one target: CPU per unary call, CPU per streamed message, and
-// latency at a fixed rate, for every message size. A failed call is recorded as
+// m1 measures one target: CPU per unary call and CPU per streamed message, for
+// every message size. A failed call is recorded as
 // an error and the next measurement goes on (smoke mode stops at once); a target
 // that cannot start, fails its checks before timing, or dies ends its round.
 func (m *measurer) m1(round int, name string) error {
@@ -121,24 +124,77 @@ func (m *measurer) m1(round int, name string) error {
 			m.rep.record(record{Round: round, Target: name, Metric: "stream_msgs_per_s", Size: size, Value: float64(msgs) / r.Elapsed.Seconds(), Unit: "msg/s", N: msgs})
 		}
 
-		// Latency at a fixed rate well below saturation.
-		if !m.smoke {
-			g, err := ghz(m.b, t, m.f.proto, "bench.Bench/Unary", m.f.msg(size),
-				"--rps", strconv.Itoa(latencyRate), "-n", strconv.Itoa(3*latencyRate), "-c", "8", "--connections", "1")
-			if err != nil {
-				if err := m.soft(round, name, "latency "+sizeName(size), err); err != nil {
-					return err
-				}
-			} else {
-				m.rep.record(record{Round: round, Target: name, Metric: "p50_at_1000rps", Size: size, Value: float64(g.percentile(50)), Unit: "ns", N: g.Count})
-				m.rep.record(record{Round: round, Target: name, Metric: "p99_at_1000rps", Size: size, Value: float64(g.percentile(99)), Unit: "ns", N: g.Count})
-			}
-		}
 	}
 	if err := verify(t.addr, t.hdr()); err != nil {
 		return fmt.Errorf("after timing: %w", err)
 	}
 	return t.alive()
+}
+
+// latency measures p50 and p99 at latencyRate, for every message size, of all
+// the round's M1 targets side by side. They run at once, fresh for this phase,
+// and their calls come in turns: each target in turn makes 1/latencyChunks of its
+// calls, in a shuffled order. A shared machine's noise drifts over seconds; with
+// one target measured after another, whichever ran in a bad moment looked slow,
+// and within-round ratios moved by 30%. In turns, every target gets the same
+// moments. Idle targets cost the proxy CPU nothing.
+func (m *measurer) latency(round int, names []string) {
+	var ts []*target
+	defer func() {
+		for _, t := range ts {
+			t.stop()
+		}
+	}()
+	for _, name := range names {
+		t, err := startTarget(name, m.b)
+		if err == nil {
+			err = verify(t.addr, t.hdr())
+			ts = append(ts, t)
+		}
+		if err != nil {
+			m.soft(round, name, "latency: before timing", err)
+			return
+		}
+	}
+	perTurn := 3 * latencyRate / latencyChunks
+	for _, size := range sizes {
+		lat := make(map[*target][]time.Duration, len(ts))
+		failed := make(map[*target]bool, len(ts))
+		for range latencyChunks {
+			rand.Shuffle(len(ts), func(i, j int) { ts[i], ts[j] = ts[j], ts[i] })
+			for _, t := range ts {
+				if failed[t] {
+					continue
+				}
+				g, err := ghz(m.b, t, m.f.proto, "bench.Bench/Unary", m.f.msg(size),
+					"--rps", strconv.Itoa(latencyRate), "-n", strconv.Itoa(perTurn), "-c", "8", "--connections", "1")
+				if err != nil {
+					m.soft(round, t.name, "latency "+sizeName(size), err)
+					failed[t] = true
+					continue
+				}
+				for _, d := range g.Details {
+					lat[t] = append(lat[t], d.Latency)
+				}
+			}
+		}
+		for t, l := range lat {
+			if failed[t] {
+				continue
+			}
+			slices.Sort(l)
+			n := int64(len(l))
+			m.rep.record(record{Round: round, Target: t.name, Metric: "p50_at_1000rps", Size: size, Value: float64(l[len(l)*50/100]), Unit: "ns", N: n})
+			m.rep.record(record{Round: round, Target: t.name, Metric: "p99_at_1000rps", Size: size, Value: float64(l[len(l)*99/100]), Unit: "ns", N: n})
+		}
+	}
+	for _, t := range ts {
+		err := verify(t.addr, t.hdr())
+		if err == nil {
+			err = t.alive()
+		}
+		m.soft(round, t.name, "latency: after timing", err)
+	}
 }
 
 // soft records a failed measurement and lets the run go on, except in smoke mode,

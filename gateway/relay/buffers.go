@@ -81,26 +81,26 @@ func (rd *reader) fill() error {
 	if rd.r == rd.w {
 		rd.release()
 	}
-	if rd.raw == nil || rd.buf != nil {
+	if rd.raw == nil {
 		return rd.readInto()
 	}
-	// Empty: read inside the runtime's poller callback, so that the buffer is
-	// taken only when the socket has data and given back before parking. That
-	// is one read(2) per wake-up, as a plain Read does, with no buffer held while
-	// the connection is idle. (A callback that parks first and reads after would
-	// lose a wake-up: the poller forgets readiness it saw before the wait.)
+	if rd.buf != nil && rd.r > 0 {
+		b := *rd.buf
+		rd.w = copy(b, b[rd.r:rd.w])
+		rd.r = 0
+	}
+	// Read inside the runtime's poller callback. When nothing is buffered, the
+	// buffer is taken only when the socket has data and given back before
+	// parking: one read(2) per wake-up, as a plain Read does, with no buffer held
+	// while the connection is idle. (A callback that parks first and reads after
+	// would lose a wake-up: the poller forgets readiness it saw before the wait.)
 	var (
 		n    int
 		rerr error
 	)
 	err := rd.raw.Read(func(fd uintptr) bool {
 		rd.take()
-		for {
-			n, rerr = syscall.Read(int(fd), (*rd.buf)[rd.w:])
-			if rerr != syscall.EINTR {
-				break
-			}
-		}
+		n, rerr = readFD(fd, (*rd.buf)[rd.w:])
 		if rerr == syscall.EAGAIN {
 			rd.release()
 			return false
@@ -122,8 +122,8 @@ func (rd *reader) fill() error {
 	return nil
 }
 
-// readInto reads into the buffer that holds a partial frame, through the
-// connection's own Read (TLS, or a reader that must keep what it has).
+// readInto reads through the connection's own Read, for connections that offer
+// no raw access (TLS).
 func (rd *reader) readInto() error {
 	rd.take()
 	b := *rd.buf
@@ -185,7 +185,43 @@ func (rd *reader) Discard(n int) {
 // at the flush.
 type writer struct {
 	nc  net.Conn
+	raw syscall.RawConn // nil when the connection offers none (TLS)
 	buf *[]byte
+}
+
+func newWriter(nc net.Conn) *writer {
+	w := &writer{nc: nc}
+	if sc, ok := nc.(syscall.Conn); ok {
+		w.raw, _ = sc.SyscallConn()
+	}
+	return w
+}
+
+// write writes all of p, through the poller like net.Conn's Write, deadlines
+// included, but with writeFD.
+func (w *writer) write(p []byte) (int, error) {
+	if w.raw == nil {
+		return w.nc.Write(p)
+	}
+	done := 0
+	for done < len(p) {
+		var (
+			n    int
+			werr error
+		)
+		err := w.raw.Write(func(fd uintptr) bool {
+			n, werr = writeFD(fd, p[done:])
+			return werr != syscall.EAGAIN
+		})
+		if err == nil {
+			err = werr
+		}
+		if err != nil {
+			return done, err
+		}
+		done += n
+	}
+	return done, nil
 }
 
 func (w *writer) Write(p []byte) (int, error) {
@@ -199,7 +235,7 @@ func (w *writer) Write(p []byte) (int, error) {
 		}
 		if len(p) >= writeBufSize {
 			// Larger than the buffer: one write of its own, no copy.
-			return w.nc.Write(p)
+			return w.write(p)
 		}
 		w.buf = writePool.Get().(*[]byte)
 		b = *w.buf
@@ -236,7 +272,7 @@ func (w *writer) Flush() error {
 	b := *w.buf
 	var err error
 	if len(b) > 0 {
-		_, err = w.nc.Write(b)
+		_, err = w.write(b)
 	}
 	*w.buf = b[:0]
 	writePool.Put(w.buf)

@@ -36,6 +36,14 @@ type Config struct {
 	// crashed, was reaped), so that clients are told why rather than only that a
 	// connection dropped. Default 250ms.
 	LostGrace time.Duration
+	// ParkAfter is how long a client connection with no stream open keeps the
+	// goroutine that served it before it waits on a fresh one with the smallest
+	// stack (see Downstream.park). Parking saves 6 KB per idle connection, and
+	// costs a connection that is soon busy again a goroutine start and a stack
+	// that grows again; waiting a little first keeps that cost off clients that
+	// call every few milliseconds. 0 means the default, 100ms; a negative value
+	// parks at once.
+	ParkAfter time.Duration
 	// OnFail, if not nil, is called with the code of every gRPC status the relay
 	// itself gives a client (as opposed to statuses relayed from an instance).
 	// It must not block.
@@ -66,6 +74,12 @@ func (c Config) WithDefaults() *Config {
 		c.ReplayLimit = 64 << 10
 	case c.ReplayLimit < 0:
 		c.ReplayLimit = 0
+	}
+	switch {
+	case c.ParkAfter == 0:
+		c.ParkAfter = 100 * time.Millisecond
+	case c.ParkAfter < 0:
+		c.ParkAfter = 0
 	}
 	if c.DialTimeout <= 0 {
 		c.DialTimeout = 5 * time.Second

@@ -89,7 +89,7 @@ func newConn(nc net.Conn, br *reader, cfg *Config, server bool) *conn {
 		br:           br,
 		server:       server,
 		log:          cfg.Log,
-		bw:           &writer{nc: nc},
+		bw:           newWriter(nc),
 		sendWin:      defaultWindow,
 		peerInit:     defaultWindow,
 		peerMaxFrame: defaultMaxFrame,

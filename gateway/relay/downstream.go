@@ -60,7 +60,7 @@ func (d *Downstream) Start(ended func(error)) {
 	d.ended = ended
 	d.c.park = d.park
 	if d.c.br.raw != nil {
-		d.c.wake = &waker{nc: d.c.nc}
+		d.c.wake = &waker{nc: d.c.nc, after: d.c.cfg.ParkAfter}
 		d.c.br.wake = d.c.wake
 	}
 	d.c.writePreface()

@@ -10,23 +10,27 @@ import (
 )
 
 // An idle client connection waits for its next bytes on a goroutine of its own
-// whose stack is as small as a stack can be (see Downstream.park). The reader
-// parks by itself when it would block with no stream open. A reader that went
-// to wait while a stream was still open, the usual case after a unary call,
-// is woken by a waker when that last stream closes, so it can park too.
+// whose stack is as small as a stack can be (see Downstream.park), once it has
+// had no stream open for Config.ParkAfter. The reader, when it would block with
+// no stream open, sets itself a read deadline that far ahead; a reader that went
+// to wait while a stream was still open, the usual case after a unary call, gets
+// the same deadline from a waker when that last stream closes. Bytes arriving
+// first clear it, so a busy connection never parks; the deadline passing parks
+// the reader.
 
 // errParked is what serve returns when it handed the connection to c.park.
 var errParked = errors.New("relay: connection parked")
 
-// errKicked is what a read returns when a waker woke it. Nothing was read: a
-// reader is woken only while it waits at a frame boundary.
+// errKicked is what a read returns when a waker's deadline woke it. Nothing was
+// read: a reader is woken only while it waits at a frame boundary.
 var errKicked = errors.New("relay: reader woken to park")
 
-// waker wakes a reader that waits at a frame boundary, through a read deadline
-// in the past: the only way to wake a goroutine parked in the runtime's poller
-// short of closing the connection.
+// waker wakes a reader that waits at a frame boundary, through a read deadline:
+// the only way to wake a goroutine parked in the runtime's poller short of
+// closing the connection, and a timer the runtime keeps without a goroutine.
 type waker struct {
 	nc    net.Conn
+	after time.Duration // Config.ParkAfter
 	state atomic.Uint32
 	mu    sync.Mutex // serialises deadline changes between reader and wakers
 	until time.Time  // the closing linger's deadline
@@ -44,11 +48,12 @@ func (w *waker) arm() {
 	w.state.CompareAndSwap(wakerRunning, wakerWaiting)
 }
 
-// kick wakes the reader if it waits at a frame boundary.
+// kick wakes the reader after w.after if it waits at a frame boundary and
+// nothing arrives before then.
 func (w *waker) kick() {
 	w.mu.Lock()
 	if w.state.CompareAndSwap(wakerWaiting, wakerKicked) {
-		w.nc.SetReadDeadline(time.Unix(1, 0))
+		w.nc.SetReadDeadline(time.Now().Add(w.after))
 	}
 	w.mu.Unlock()
 }

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	testpb "google.golang.org/grpc/interop/grpc_testing"
+
+	"github.com/tetherhq/tether/gateway/relay"
 )
 
 // downstreamReaders counts the goroutines reading client connections: parked
@@ -83,19 +85,44 @@ func TestIdleConnectionParksAndServesOn(t *testing.T) {
 	waitParked(t)
 }
 
-// Back-to-back calls on one connection race the wake-up of the reader against
-// the client's next request; no request may be lost or cut in that race.
+// Back-to-back calls on one connection race the reader's wake-up against the
+// client's next request: its read deadline being set and cleared (the default),
+// or, parking at once, the hand-over to a parked goroutine. No request may be
+// lost or cut in either race.
 func TestParkRacesNextRequest(t *testing.T) {
-	c := dial(t, gateway(t, backend(t), nil))
+	for _, tc := range []struct {
+		name      string
+		parkAfter time.Duration
+	}{{"deadline", 0}, {"park at once", -1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dial(t, gatewayCfg(t, backend(t), relay.Config{ParkAfter: tc.parkAfter}, nil))
+			ctx := ctxT(t)
+			for i := range 2000 {
+				size := 1 + i%3000
+				resp, err := c.UnaryCall(ctx, &testpb.SimpleRequest{ResponseSize: int32(size), Payload: payload(i % 5000)})
+				if err != nil {
+					t.Fatalf("call %d: %v", i, err)
+				}
+				if got := len(resp.GetPayload().GetBody()); got != size {
+					t.Fatalf("call %d: %d bytes, want %d", i, got, size)
+				}
+			}
+		})
+	}
+}
+
+// A connection busy again within ParkAfter keeps its goroutine: it parks only
+// once it has been idle that long.
+func TestBusyConnectionDoesNotPark(t *testing.T) {
+	const parkAfter = time.Hour
+	c := dial(t, gatewayCfg(t, backend(t), relay.Config{ParkAfter: parkAfter}, nil))
 	ctx := ctxT(t)
-	for i := range 2000 {
-		size := 1 + i%3000
-		resp, err := c.UnaryCall(ctx, &testpb.SimpleRequest{ResponseSize: int32(size), Payload: payload(i % 5000)})
-		if err != nil {
+	for i := range 50 {
+		if _, err := c.UnaryCall(ctx, &testpb.SimpleRequest{ResponseSize: 10}); err != nil {
 			t.Fatalf("call %d: %v", i, err)
 		}
-		if got := len(resp.GetPayload().GetBody()); got != size {
-			t.Fatalf("call %d: %d bytes, want %d", i, got, size)
+		if parked, serving := downstreamReaders(); parked != 0 || serving != 1 {
+			t.Fatalf("call %d: %d parked, %d serving readers, want the one serving reader kept", i, parked, serving)
 		}
 	}
 }

@@ -22,16 +22,25 @@ func (c *conn) serve(r role) error {
 		waited := c.br.Buffered() == 0
 		if waited {
 			c.fl.run()
-			if c.park != nil && c.idle() {
+			idle := c.park != nil && c.idle()
+			switch {
+			case idle && (c.wake == nil || c.wake.after == 0):
+				// Over TLS no deadline may interrupt a read; see conn.wake.
 				go c.park()
 				return errParked
-			}
-			if c.wake != nil {
+			case c.wake != nil:
 				c.wake.arm()
+				if idle {
+					c.wake.kick()
+				}
 			}
 		}
 		fh, err := c.rf.ReadFrameHeader()
 		if err == errKicked {
+			if c.idle() {
+				go c.park()
+				return errParked
+			}
 			continue
 		}
 		if waited {
