@@ -14,7 +14,9 @@
 //
 // There are no timeouts on streams. A quiet stream stays open for as long as both
 // ends want it; deadlines come from the client's grpc-timeout and from the limits
-// in Config, each of which says what it bounds.
+// in Config, each of which says what it bounds. The one read deadline the relay
+// sets on a connection never ends anything: it only moves an idle connection's
+// wait to a goroutine with a smaller stack (see Config.ParkAfter).
 //
 // The relay holds no policy. A Handler decides where each new stream goes; the
 // gateway package implements it with sessions and activation.

@@ -74,7 +74,8 @@ func (d *Downstream) run() {
 }
 
 // park waits for the client's next bytes on a fresh goroutine, which the
-// reader hands the connection to whenever it would block with no stream open.
+// reader hands the connection to once it has had no stream open for
+// Config.ParkAfter (at once over TLS, where no deadline may cut a read).
 // A goroutine keeps the stack its deepest call gave it, 8 KiB once it has
 // decoded headers and opened a stream, and the garbage collector shrinks a
 // stack only while three quarters of it are free. A fresh goroutine that only
