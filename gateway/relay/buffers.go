@@ -34,12 +34,19 @@ type reader struct {
 	wake *waker          // see park.go; nil on instance connections
 	buf  *[]byte
 	r, w int
+
+	// The poller callback and what it returns, bound once: a closure made per
+	// read would escape through the RawConn interface, an allocation per read.
+	readFn func(fd uintptr) bool
+	n      int
+	rerr   error
 }
 
 func newReader(nc net.Conn, leftover []byte) *reader {
 	rd := &reader{nc: nc}
 	if sc, ok := nc.(syscall.Conn); ok {
 		rd.raw, _ = sc.SyscallConn()
+		rd.readFn = rd.readFD
 	}
 	if len(leftover) > 0 {
 		rd.take()
@@ -94,19 +101,10 @@ func (rd *reader) fill() error {
 	// parking: one read(2) per wake-up, as a plain Read does, with no buffer held
 	// while the connection is idle. (A callback that parks first and reads after
 	// would lose a wake-up: the poller forgets readiness it saw before the wait.)
-	var (
-		n    int
-		rerr error
-	)
-	err := rd.raw.Read(func(fd uintptr) bool {
-		rd.take()
-		n, rerr = readFD(fd, (*rd.buf)[rd.w:])
-		if rerr == syscall.EAGAIN {
-			rd.release()
-			return false
-		}
-		return true
-	})
+	rd.n, rd.rerr = 0, nil
+	err := rd.raw.Read(rd.readFn)
+	n, rerr := rd.n, rd.rerr
+	rd.rerr = nil
 	if rd.wake != nil {
 		err = rd.wake.settle(err)
 	}
@@ -120,6 +118,17 @@ func (rd *reader) fill() error {
 	}
 	rd.w += n
 	return nil
+}
+
+// readFD is fill's poller callback.
+func (rd *reader) readFD(fd uintptr) bool {
+	rd.take()
+	rd.n, rd.rerr = readFD(fd, (*rd.buf)[rd.w:])
+	if rd.rerr == syscall.EAGAIN {
+		rd.release()
+		return false
+	}
+	return true
 }
 
 // readInto reads through the connection's own Read, for connections that offer
@@ -187,12 +196,19 @@ type writer struct {
 	nc  net.Conn
 	raw syscall.RawConn // nil when the connection offers none (TLS)
 	buf *[]byte
+
+	// As reader.readFn: the callback bound once, its input and results in fields.
+	writeFn func(fd uintptr) bool
+	p       []byte
+	n       int
+	werr    error
 }
 
 func newWriter(nc net.Conn) *writer {
 	w := &writer{nc: nc}
 	if sc, ok := nc.(syscall.Conn); ok {
 		w.raw, _ = sc.SyscallConn()
+		w.writeFn = w.writeFD
 	}
 	return w
 }
@@ -205,23 +221,24 @@ func (w *writer) write(p []byte) (int, error) {
 	}
 	done := 0
 	for done < len(p) {
-		var (
-			n    int
-			werr error
-		)
-		err := w.raw.Write(func(fd uintptr) bool {
-			n, werr = writeFD(fd, p[done:])
-			return werr != syscall.EAGAIN
-		})
+		w.p, w.n, w.werr = p[done:], 0, nil
+		err := w.raw.Write(w.writeFn)
 		if err == nil {
-			err = werr
+			err = w.werr
 		}
+		done += w.n
+		w.p, w.werr = nil, nil
 		if err != nil {
 			return done, err
 		}
-		done += n
 	}
 	return done, nil
+}
+
+// writeFD is write's poller callback.
+func (w *writer) writeFD(fd uintptr) bool {
+	w.n, w.werr = writeFD(fd, w.p)
+	return w.werr != syscall.EAGAIN
 }
 
 func (w *writer) Write(p []byte) (int, error) {
