@@ -263,10 +263,12 @@ func (m *Manager) end(s *Session, err error, reason string, cause Cause, marked 
 	m.mu.Unlock()
 	m.log.Info("session ended", "session", s.ID, "instance", s.Instance.Name(), "cause", string(cause), "reason", err.Error(),
 		"age", time.Since(s.Created).Round(time.Millisecond))
+	// Counted before its clients hear of it, so that a client told its session
+	// has ended finds it in the metrics.
+	m.cfg.Observer.Ended(s, cause)
 	s.finish(err)
 	m.endedIn.Add(s.BytesIn.Load())
 	m.endedOut.Add(s.BytesOut.Load())
-	m.cfg.Observer.Ended(s, cause)
 	m.stop(s, reason)
 }
 
