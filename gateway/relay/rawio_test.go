@@ -9,9 +9,6 @@ import (
 // once per connection, where a closure per call would escape through the
 // RawConn interface. A regression here is an allocation per frame batch.
 func TestSocketIOAllocatesNothing(t *testing.T) {
-	if raceEnabled {
-		t.Skip("the race detector allocates on its own")
-	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
