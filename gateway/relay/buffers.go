@@ -91,11 +91,7 @@ func (rd *reader) fill() error {
 	if rd.raw == nil {
 		return rd.readInto()
 	}
-	if rd.buf != nil && rd.r > 0 {
-		b := *rd.buf
-		rd.w = copy(b, b[rd.r:rd.w])
-		rd.r = 0
-	}
+	rd.compact()
 	// Read inside the runtime's poller callback. When nothing is buffered, the
 	// buffer is taken only when the socket has data and given back before
 	// parking: one read(2) per wake-up, as a plain Read does, with no buffer held
@@ -120,6 +116,16 @@ func (rd *reader) fill() error {
 	return nil
 }
 
+// compact moves a partial frame to the front of the buffer, making room for the
+// rest of it.
+func (rd *reader) compact() {
+	if rd.buf != nil && rd.r > 0 {
+		b := *rd.buf
+		rd.w = copy(b, b[rd.r:rd.w])
+		rd.r = 0
+	}
+}
+
 // readFD is fill's poller callback.
 func (rd *reader) readFD(fd uintptr) bool {
 	rd.take()
@@ -135,13 +141,8 @@ func (rd *reader) readFD(fd uintptr) bool {
 // no raw access (TLS).
 func (rd *reader) readInto() error {
 	rd.take()
-	b := *rd.buf
-	if rd.r > 0 {
-		copy(b, b[rd.r:rd.w])
-		rd.w -= rd.r
-		rd.r = 0
-	}
-	n, err := rd.nc.Read(b[rd.w:])
+	rd.compact()
+	n, err := rd.nc.Read((*rd.buf)[rd.w:])
 	rd.w += n
 	if n > 0 {
 		return nil

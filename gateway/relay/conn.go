@@ -63,7 +63,6 @@ type conn struct {
 	bw           *writer
 	wf           *http2.Framer
 	henc         *hpack.Encoder
-	encTableMax  uint32 // the most of the peer's header table henc may use
 	hbuf         bytes.Buffer
 	werr         error
 	sendWin      int64  // connection send window the peer granted
@@ -116,11 +115,9 @@ func newConn(nc net.Conn, br *reader, cfg *Config, server bool) *conn {
 		// HAProxy and nginx do: a table of the response fields we sent costs
 		// every pinned connection 1.4 KB for as long as it lives, to save some
 		// tens of bytes per response. Connections to instances are few, and
-		// keep it.
-		c.encTableMax = 0
+		// keep it. (The peer's SETTINGS_HEADER_TABLE_SIZE only caps the table we
+		// may use, so applySettings leaves this 0 alone.)
 		c.henc.SetMaxDynamicTableSizeLimit(0)
-	} else {
-		c.encTableMax = defaultTableSize
 	}
 	return c
 }
@@ -333,7 +330,9 @@ func (c *conn) applySettings(f *http2.SettingsFrame) (grew bool, err error) {
 		case http2.SettingMaxFrameSize:
 			c.peerMaxFrame = s.Val
 		case http2.SettingHeaderTableSize:
-			c.henc.SetMaxDynamicTableSizeLimit(min(s.Val, c.encTableMax))
+			if !c.server {
+				c.henc.SetMaxDynamicTableSizeLimit(s.Val)
+			}
 		}
 		return nil
 	})
